@@ -1,0 +1,42 @@
+"""Evaluate the latest checkpoint of a training workdir.
+
+    python evaluate.py --workdir runs/darknet [--dataset /data/cifar10]
+
+Uses the config saved in the workdir; writes <workdir>/eval.json with test
+accuracy (plain and with flip TTA), loss and per-class accuracy.
+"""
+import json
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
+_DATASET = flags.DEFINE_string("dataset", None, "Override the dataset (e.g. if it moved).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (global).")
+_DEVICES = flags.DEFINE_integer("num_devices", -1, "Local devices to use (-1: all).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  from jaxgan.errors import UserError
+  from jaxgan.experiment import evaluate
+  try:
+    result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
+                      eval_batch_size=_BATCH.value)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"step {result['step']} on {result['dataset']} ({result['split']}, "
+        f"{result['num_examples']} images)")
+  print(f"accuracy {result['accuracy']:.4f}  with flip TTA {result['accuracy_flip_tta']:.4f}  "
+        f"loss {result['loss']:.4f}")
+  for name, acc in result["per_class_accuracy"].items():
+    print(f"  {name:>12s} {acc:.4f}")
+  print(f"written to {_WORKDIR.value}/eval.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

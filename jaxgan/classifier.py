@@ -1,0 +1,315 @@
+"""Image classification (Darknet, Wide-ResNet) on data held whole on the devices.
+
+The uint8 dataset is copied to every local device once. Each epoch a
+permutation of it goes to the devices too, so a train step needs nothing from
+the host: it gathers its rows, augments (pad, crop, flip), normalises,
+runs forward/backward and updates, all in one compiled program.
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxgan import parallel, schedules
+from jaxgan.data import augment, load_classification_data
+from jaxgan.errors import ConfigError
+from jaxgan.loop import Task
+from jaxgan.models import Darknet, WideResNet, count_params
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MODELS = {"darknet": Darknet, "wrn": WideResNet}
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def compute_dtype(name: str):
+  try:
+    return DTYPES[name]
+  except KeyError:
+    raise ConfigError(f"--config.dtype={name!r} is not supported; use one of {sorted(DTYPES)}")
+
+
+def build_model(model_config, num_classes: int, dtype=jnp.float32, axis_name=None) -> nn.Module:
+  """A model from `config.model`: its `name` picks the class, the rest are fields."""
+  kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+            for k, v in model_config.items() if k != "name"}
+  name = model_config.get("name", "darknet")
+  if name not in MODELS:
+    raise ConfigError(f"--config.model.name={name!r} is unknown; use one of {sorted(MODELS)}")
+  cls = MODELS[name]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    raise ConfigError(f"config.model has fields {unknown} that {cls.__name__} does not take; "
+                      f"it takes {sorted(fields - {'parent', 'name'})}")
+  return cls(num_classes=num_classes, dtype=dtype, axis_name=axis_name, **kwargs)
+
+
+def make_schedules(config, total_steps: int):
+  """(lr, momentum) functions of the step from `config.schedule`."""
+  kind = config.schedule
+  if kind == "clr_beta":
+    div, pct, m0, m1 = config.clr_beta
+    return schedules.clr_beta(total_steps, config.learning_rate, div, pct, (m0, m1))
+  if kind == "clr":
+    div, cut_div, m0, m1 = config.clr
+    return schedules.clr(total_steps, config.learning_rate, div, cut_div, (m0, m1))
+  if kind == "constant":
+    return schedules.constant(config.learning_rate, config.momentum)
+  raise ConfigError(f"--config.schedule={kind!r} is unknown; use clr_beta, clr or constant")
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """SGD whose lr and momentum follow the schedule; L2 decay added to the gradient.
+
+  Like PyTorch's SGD(weight_decay=wd): g + wd*p goes into the momentum buffer.
+  `inject_hyperparams` keeps the current lr/momentum in the optimiser state,
+  which is how the step reports them.
+  """
+  lr_fn, mom_fn = make_schedules(config, total_steps)
+  sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=lr_fn, momentum=mom_fn,
+                                            nesterov=config.get("nesterov", False))
+  return optax.chain(optax.add_decayed_weights(config.weight_decay), sgd)
+
+
+def cross_entropy(logits, labels, num_classes):
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
+                                     jax.nn.one_hot(labels, num_classes))
+
+
+class ClassifierTask(Task):
+  """Darknet / Wide-ResNet training on a device-resident dataset."""
+
+  def __init__(self, config, devices, train: bool = True, stats: dict | None = None):
+    self.config = config
+    self.devices = list(devices)
+    self.num_local = len(self.devices)
+    self.num_global = self.num_local * jax.process_count()
+    splits = [config.train_split, config.eval_split] if train else [config.eval_split]
+    data = load_classification_data(config, splits)
+    self.class_names = data.class_names
+    self.num_classes = data.num_classes
+    self.source = data.source
+    if stats is None:
+      s, s2, n = augment.channel_stats(data.images(config.train_split))
+      # Every process adds its share, so all normalise identically.
+      s, s2 = parallel.process_allgather_sum(s), parallel.process_allgather_sum(s2)
+      n = int(parallel.process_allgather_sum(np.asarray(n)))
+      mean, std = augment.mean_std(s, s2, n)
+    else:
+      mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+    self.mean, self.std = mean, std
+    self.dtype = compute_dtype(config.dtype)
+    self.model = build_model(config.model, self.num_classes, self.dtype, parallel.AXIS)
+
+    self.local_batch = config.batch_size // jax.process_count()
+    self.device_batch = self.local_batch // self.num_local
+    self.images_per_step = config.batch_size
+    self.num_epochs = config.num_epochs
+    self.steps_per_epoch = 1
+    if train:
+      n_train = len(data.images(config.train_split))
+      self.steps_per_epoch = n_train // self.local_batch
+      if self.steps_per_epoch == 0:
+        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
+                          f"{n_train} training images this process has; lower it.")
+      self.train_data = parallel.replicate({"images": data.images(config.train_split),
+                                            "labels": data.labels(config.train_split)},
+                                           self.devices)
+      self.n_train = n_train
+    self.tx = make_optimizer(config, self.steps_per_epoch * self.num_epochs)
+    self._set_up_eval(data.images(config.eval_split), data.labels(config.eval_split))
+    self._epoch_inputs = (None, None)
+    self._p_eval = parallel.pmap_step(self.eval_step, self.devices, donate_state=False)
+
+  # ---- state -------------------------------------------------------------
+  def init_state(self, rng):
+    size = self.config.image_size
+    init_rng, rng = jax.random.split(rng)
+
+    @jax.jit
+    def init():
+      return self.model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+
+    variables = init()
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=self.tx.init(params), rng=rng)
+
+  def describe(self):
+    return (f"{type(self.model).__name__} ({self.config.dtype}) on {self.source}: "
+            f"{self.num_classes} classes, batch {self.config.batch_size}, "
+            f"channel mean {np.round(self.mean, 4).tolist()} std {np.round(self.std, 4).tolist()}")
+
+  def checkpoint_meta(self):
+    return {"data_stats": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+            "class_names": list(self.class_names)}
+
+  # ---- training ----------------------------------------------------------
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """This process's example order for `epoch`: (steps, local batch) indices."""
+    rng = np.random.default_rng([self.config.seed, epoch, jax.process_index()])
+    perm = rng.permutation(self.n_train)[:self.steps_per_epoch * self.local_batch]
+    return perm.reshape(self.steps_per_epoch, self.local_batch).astype(np.int32)
+
+  def train_batch(self, step):
+    epoch = step // self.steps_per_epoch
+    if self._epoch_inputs[0] != epoch:
+      order = self.epoch_order(epoch)  # (steps, devices * per-device batch)
+      order = order.reshape(self.steps_per_epoch, self.num_local, self.device_batch)
+      order = parallel.shard(order.transpose(1, 0, 2).reshape(-1, self.device_batch),
+                             self.devices)
+      self._epoch_inputs = (epoch, {"data": self.train_data, "order": order})
+    return self._epoch_inputs[1]
+
+  def train_step(self, state, batch, rng):
+    config = self.config
+    index = batch["order"][state.step % self.steps_per_epoch]
+    images = batch["data"]["images"][index]
+    labels = batch["data"]["labels"][index]
+    aug = config.augment
+    offsets, flips = augment.draw_crop_flip(rng, self.device_batch * self.num_global,
+                                            aug.pad, aug.flip)
+    me = parallel.index()
+    offsets = augment.take_device_rows(offsets, me, self.device_batch)
+    flips = augment.take_device_rows(flips, me, self.device_batch)
+    x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
+                          self.mean, self.std)
+
+    def loss_fn(params):
+      logits, updates = self.model.apply({"params": params, "batch_stats": state.batch_stats},
+                                         x, train=True, mutable=["batch_stats"])
+      loss = cross_entropy(logits, labels, self.num_classes).mean()
+      return loss, (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    # The only cross-device reduction of the step (BatchNorm syncs inside the model).
+    grads, metrics = parallel.mean((grads, metrics))
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    hparams = opt_state[1].hyperparams
+    metrics["lr"] = hparams["learning_rate"]
+    metrics["momentum"] = hparams["momentum"]
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         batch_stats=batch_stats, opt_state=opt_state), metrics
+
+  # ---- evaluation --------------------------------------------------------
+  def _set_up_eval(self, images, labels):
+    n = len(images)
+    per_device = max(1, min(self.config.eval_batch_size // self.num_global,
+                            -(-n // self.num_local)))
+    per_process = per_device * self.num_local
+    local_steps = -(-n // per_process)
+    steps = parallel.process_max(local_steps)  # every process runs as many pmap calls
+    padded = steps * per_process
+    index = np.zeros(padded, np.int32)
+    index[:n] = np.arange(n)
+    mask = np.zeros(padded, np.float32)
+    mask[:n] = 1
+    # (steps, devices, per_device) -> device-major for sharding.
+    shape = (steps, self.num_local, per_device)
+    self.eval_steps = steps
+    self.eval_inputs = {
+        "data": parallel.replicate({"images": images, "labels": labels}, self.devices),
+        "index": parallel.shard(index.reshape(shape).transpose(1, 0, 2).reshape(-1, per_device),
+                                self.devices),
+        "mask": parallel.shard(mask.reshape(shape).transpose(1, 0, 2).reshape(-1, per_device),
+                               self.devices),
+    }
+
+  def eval_step(self, state, inputs, i):
+    """Per-class counts over eval batch `i`, summed over all devices."""
+    index, mask = inputs["index"][i], inputs["mask"][i]
+    images = inputs["data"]["images"][index]
+    labels = inputs["data"]["labels"][index]
+    x = augment.normalize(images, self.mean, self.std)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = self.model.apply(variables, x, train=False).astype(jnp.float32)
+    logits_flip = self.model.apply(variables, x[:, :, ::-1], train=False).astype(jnp.float32)
+    probs_tta = jax.nn.softmax(logits) + jax.nn.softmax(logits_flip)
+    onehot = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
+    counts = {
+        "total": onehot.sum(0),
+        "correct": (onehot * (jnp.argmax(logits, -1) == labels)[:, None]).sum(0),
+        "correct_tta": (onehot * (jnp.argmax(probs_tta, -1) == labels)[:, None]).sum(0),
+        "loss": (cross_entropy(logits, labels, self.num_classes) * mask).sum(),
+    }
+    return parallel.sum(counts)
+
+  def eval_counts(self, state) -> dict:
+    """Summed per-class counts over the whole eval split (host numpy)."""
+    totals = None
+    for i in range(self.eval_steps):
+      step_i = parallel.replicate(np.int32(i), self.devices)
+      counts = self._p_eval(state, self.eval_inputs, step_i)
+      totals = counts if totals is None else jax.tree_util.tree_map(jnp.add, totals, counts)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x[0], np.float64), jax.device_get(totals))
+
+  def evaluate(self, state):
+    c = self.eval_counts(state)
+    n = c["total"].sum()
+    return {"loss": c["loss"] / n, "accuracy": c["correct"].sum() / n,
+            "accuracy_flip_tta": c["correct_tta"].sum() / n}
+
+
+def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
+                     eval_batch_size: int | None = None) -> dict:
+  """Restore the latest checkpoint of a classifier workdir and evaluate it.
+
+  Writes and returns `<workdir>/eval.json`: test accuracy with and without
+  flip TTA, loss, and per-class accuracy.
+  """
+  from jaxgan.checkpoint import Checkpointer
+  from jaxgan.errors import WorkdirError
+  from jaxgan.loop import load_config
+  config = load_config(workdir)
+  with config.unlocked():
+    if dataset:
+      config.dataset = dataset
+    if eval_batch_size:
+      config.eval_batch_size = eval_batch_size
+  ckpt = Checkpointer(workdir)
+  step = ckpt.latest_step()
+  if step is None:
+    raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
+                       f"--workdir {workdir}")
+  meta = ckpt.manager.restore(step, args=_meta_args())["meta"]
+  devices = parallel.local_devices(num_devices)
+  task = ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
+  state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
+  ckpt.close()
+  c = task.eval_counts(parallel.replicate(state, devices))
+  n = c["total"].sum()
+  per_class = {name: float(c["correct"][i] / max(c["total"][i], 1))
+               for i, name in enumerate(task.class_names)}
+  result = {
+      "workdir": os.path.abspath(workdir), "step": int(step), "dataset": task.source,
+      "split": config.eval_split, "num_examples": int(n),
+      "accuracy": float(c["correct"].sum() / n),
+      "accuracy_flip_tta": float(c["correct_tta"].sum() / n),
+      "loss": float(c["loss"] / n), "per_class_accuracy": per_class,
+      "num_params": count_params(state.params),
+  }
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def _meta_args():
+  import orbax.checkpoint as ocp
+  return ocp.args.Composite(meta=ocp.args.JsonRestore())

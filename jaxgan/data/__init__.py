@@ -1,0 +1,83 @@
+"""Data sources: TFDS names or image folders, loaded whole as uint8 arrays.
+
+`load_classification_data(config)` is the one entry point the trainers use;
+which source it reads is decided by `config.dataset` alone.
+"""
+import dataclasses
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jaxgan.errors import DatasetError
+
+
+@dataclasses.dataclass
+class ClassificationData:
+  """This process's share of each split: uint8 NHWC images and int32 labels."""
+  class_names: list
+  splits: dict
+  source: str
+
+  def images(self, split):
+    return self.splits[split][0]
+
+  def labels(self, split):
+    return self.splits[split][1]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def is_path(dataset: str) -> bool:
+  """A dataset string names a folder/archive if it looks like a path or exists."""
+  return (os.sep in dataset or dataset.startswith((".", "~")) or os.path.exists(dataset)
+          or dataset.lower().endswith((".tar", ".gz", ".tgz", ".xz", ".bz2")))
+
+
+def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int):
+  """The first n examples of a fixed shuffle (seed 0): class-balanced in expectation."""
+  if n < 0 or n >= len(images):
+    return images, labels
+  idx = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
+  return images[idx], labels[idx]
+
+
+def load_classification_data(config, splits: Sequence[str] | None = None) -> ClassificationData:
+  """Load `splits` (default: train and eval split) of `config.dataset`."""
+  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  splits = list(splits or (train_split, eval_split))
+  dataset = str(config.dataset)
+  if not dataset:
+    raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cifar10) or a folder.")
+  pi, pc = jax.process_index(), jax.process_count()
+  if is_path(dataset):
+    from jaxgan.data.folder import read_image_folder
+    cache = config.get("cache_dir", "")
+    # The folder's own split names are read; `train_split`/`eval_split` name them.
+    raw = read_image_folder(dataset, config.image_size, [train_split, eval_split],
+                            cache_dir=None if cache == "none" else cache)
+    class_names = raw["class_names"]
+    data = {s: tuple(a[pi::pc] for a in raw[s]) for s in splits}
+    source = f"image folder {dataset}"
+  else:
+    from jaxgan.data import tfds_source
+    data_dir = config.get("tfds_data_dir", "") or None
+    download = config.get("download", True)
+    data = {s: tfds_source.load_split(dataset, s, data_dir, download) for s in splits}
+    class_names = tfds_source.class_names(dataset, data_dir)
+    source = f"TFDS {dataset}"
+    for s, (images, _) in data.items():
+      if images.shape[1:3] != (config.image_size, config.image_size):
+        raise DatasetError(f"TFDS {dataset} split {s} has {images.shape[1]}x{images.shape[2]} "
+                           f"images but config.image_size={config.image_size}; set it to match.")
+  subsets = {train_split: config.get("train_subset", -1), eval_split: config.get("eval_subset", -1)}
+  data = {s: fixed_subset(*data[s], subsets.get(s, -1)) for s in splits}
+  for s, (images, labels) in data.items():
+    if len(images) == 0:
+      raise DatasetError(f"split {s!r} of {source} has no examples for process {pi}.")
+    if labels.max(initial=0) >= len(class_names) or labels.min(initial=0) < 0:
+      raise DatasetError(f"split {s!r} of {source} has labels outside [0, {len(class_names)}).")
+  return ClassificationData(class_names, data, source)

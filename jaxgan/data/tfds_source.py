@@ -1,0 +1,98 @@
+"""TFDS datasets as uint8 numpy arrays. TensorFlow is imported only here.
+
+TensorFlow is hidden from the GPUs (it would otherwise reserve their memory),
+and paths whose data is already on disk never import it.
+"""
+import difflib
+import os
+import socket
+
+import numpy as np
+
+from jaxgan.errors import DatasetError
+
+_LOCAL_COPY_HELP = (
+    "To train without the internet, unpack an image-folder copy (layout "
+    "train/<class>/*.jpg and test/<class>/*.jpg) and pass its path, e.g. "
+    "--config.dataset=/data/cifar10 (a .tar.xz of that layout works too), or point "
+    "--config.tfds_data_dir (or TFDS_DATA_DIR) at a directory that holds a prepared TFDS copy.")
+
+
+def import_tf():
+  import tensorflow as tf
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # already initialised: visibility can no longer change
+    pass
+  return tf
+
+
+def _internet_reachable(timeout: float = 3.0) -> bool:
+  """A quick check, so an offline run fails in seconds instead of retrying for minutes."""
+  for host in ("storage.googleapis.com", "www.google.com"):
+    try:
+      socket.create_connection((host, 443), timeout=timeout).close()
+      return True
+    except OSError:
+      continue
+  return False
+
+
+def builder(name: str, data_dir: str | None = None):
+  import_tf()
+  import tensorflow_datasets as tfds
+  try:
+    return tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise DatasetError(f"unknown TFDS dataset {name!r}.{hint} --config.dataset takes a TFDS "
+                       "name (e.g. cifar10) or the path of an image folder.") from None
+
+
+def load_split(name: str, split: str, data_dir: str | None = None, download: bool = True,
+               image_key: str = "image", label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+  """All examples of one split as (uint8 NHWC images, int32 labels).
+
+  In a multi-host run each process reads only its own share of the split.
+  """
+  import jax
+  import tensorflow_datasets as tfds
+  b = builder(name, data_dir)
+  if jax.process_count() > 1:
+    split = tfds.split_for_jax_process(split)
+  try:
+    ds = b.as_dataset(split=split)
+  except AssertionError:  # not prepared in the data dir
+    if not download:
+      raise DatasetError(f"TFDS dataset {name!r} is not prepared in {b.data_dir} and "
+                         f"downloading is off (--config.download=False). {_LOCAL_COPY_HELP}")
+    if not _internet_reachable():
+      raise DatasetError(f"TFDS dataset {name!r} is not in {os.path.dirname(b.data_dir)} and "
+                         f"the internet cannot be reached to download it. {_LOCAL_COPY_HELP}")
+    b.download_and_prepare()
+    ds = b.as_dataset(split=split)
+  except ValueError as e:
+    raise DatasetError(f"TFDS dataset {name!r} has no split {split!r} "
+                       f"(splits: {list(b.info.splits)}): {e}") from e
+  images, labels = [], []
+  # Iterating in batches: `batch_size=-1` crashes on some TF builds.
+  for ex in tfds.as_numpy(ds.batch(1024)):
+    if image_key not in ex or label_key not in ex:
+      raise DatasetError(f"TFDS dataset {name!r} has features {sorted(ex)}; expected "
+                         f"{image_key!r} and {label_key!r}.")
+    images.append(ex[image_key])
+    labels.append(ex[label_key])
+  if not images:
+    raise DatasetError(f"TFDS dataset {name!r} split {split!r} is empty.")
+  images = np.concatenate(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.shape[-1] == 1:
+    images = np.repeat(images, 3, axis=-1)
+  return images.astype(np.uint8), np.concatenate(labels).astype(np.int32)
+
+
+def class_names(name: str, data_dir: str | None = None, label_key: str = "label") -> list[str]:
+  feature = builder(name, data_dir).info.features[label_key]
+  return list(getattr(feature, "names", None) or map(str, range(feature.num_classes)))

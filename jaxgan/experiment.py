@@ -1,0 +1,80 @@
+"""Library entry points behind train.py and evaluate.py."""
+import jax
+
+from jaxgan import parallel
+from jaxgan.data.augment import PAD_MODES
+from jaxgan.errors import ConfigError
+from jaxgan.loop import prepare_workdir, run
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def validate_config(config, num_devices_total: int) -> None:
+  """Reject values that cannot work, naming the field and the fix."""
+  _check(config.batch_size > 0, f"--config.batch_size must be positive, got {config.batch_size}")
+  _check(config.batch_size % num_devices_total == 0,
+         f"--config.batch_size={config.batch_size} does not split evenly over "
+         f"{num_devices_total} devices; use a multiple of {num_devices_total} "
+         "(or choose devices with --config.num_devices)")
+  _check(config.learning_rate > 0,
+         f"--config.learning_rate must be positive, got {config.learning_rate}")
+  _check(config.weight_decay >= 0,
+         f"--config.weight_decay must be >= 0, got {config.weight_decay}")
+  _check(config.num_epochs >= 1, f"--config.num_epochs must be >= 1, got {config.num_epochs}")
+  _check(config.num_train_steps == -1 or config.num_train_steps >= 1,
+         f"--config.num_train_steps must be -1 (from epochs) or >= 1, got "
+         f"{config.num_train_steps}")
+  _check(config.image_size >= 1, f"--config.image_size must be >= 1, got {config.image_size}")
+  _check(config.log_every_steps >= 1,
+         f"--config.log_every_steps must be >= 1, got {config.log_every_steps}")
+  _check(config.keep_checkpoints >= 1,
+         f"--config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+  if "augment" in config:
+    _check(0 <= config.augment.pad < config.image_size,
+           f"--config.augment.pad must be in [0, image_size), got {config.augment.pad}")
+    _check(config.augment.pad_mode in PAD_MODES,
+           f"--config.augment.pad_mode must be one of {PAD_MODES}, got {config.augment.pad_mode!r}")
+  if config.get("schedule") == "clr_beta":
+    _check(len(config.clr_beta) == 4, "--config.clr_beta is (div, pct, mom_max, mom_min)")
+  if config.get("schedule") == "clr":
+    _check(len(config.clr) == 4, "--config.clr is (div, cut_div, mom_max, mom_min)")
+  if "model" in config and "num_blocks" in config.model:
+    _check(all(int(b) >= 0 for b in config.model.num_blocks),
+           f"--config.model.num_blocks must be non-negative counts, got {config.model.num_blocks}")
+
+
+def build_task(config, devices, **kwargs):
+  task = config.get("task", "classifier")
+  if task == "classifier":
+    from jaxgan.classifier import ClassifierTask
+    return ClassifierTask(config, devices, **kwargs)
+  raise ConfigError(f"--config.task={task!r} is unknown; this version knows 'classifier'")
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Train the recipe `config` in `workdir`, resuming from its latest checkpoint.
+
+  Returns {"step": int, "train": {...}, "eval": {...}} (last logged metrics).
+  """
+  parallel.maybe_initialize_distributed(config.get("distributed", False))
+  workdir = prepare_workdir(workdir)
+  try:
+    devices = parallel.local_devices(config.get("num_devices", -1))
+  except ValueError as e:
+    raise ConfigError(f"--config.num_devices: {e}") from None
+  validate_config(config, len(devices) * jax.process_count())
+  task = build_task(config, devices)
+  return run(task, config, workdir, devices)
+
+
+def evaluate(workdir: str, **kwargs) -> dict:
+  """Evaluate the latest checkpoint of `workdir` (see classifier.evaluate_workdir)."""
+  from jaxgan.loop import load_config
+  task = load_config(workdir).get("task", "classifier")
+  if task == "classifier":
+    from jaxgan.classifier import evaluate_workdir
+    return evaluate_workdir(workdir, **kwargs)
+  raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")

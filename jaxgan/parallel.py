@@ -1,0 +1,124 @@
+"""Data parallelism: the one place that knows about devices and collectives.
+
+Steps are written per device and run under `jax.pmap` over the named axis
+`AXIS`. Every cross-device reduction goes through `mean`/`sum` here, so a
+`shard_map` wrapper would be a change to `pmap_step` alone (pmap is in
+maintenance mode in current JAX).
+"""
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+AXIS = "batch"
+PyTree = Any
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+  """Start `jax.distributed` for a multi-host run.
+
+  On TPU pods and SLURM/Open MPI clusters the coordinator is found from the
+  environment; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID (see the README's multi-host section).
+  """
+  if enabled and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+
+
+def local_devices(num_devices: int = -1) -> list:
+  """The first `num_devices` local devices (-1: all of them)."""
+  devices = jax.local_devices()
+  if num_devices == -1:
+    return devices
+  if not 1 <= num_devices <= len(devices):
+    raise ValueError(f"num_devices={num_devices} but this process has {len(devices)} "
+                     f"local device(s) ({devices[0].platform}); use -1 for all of them")
+  if num_devices != len(devices) and jax.process_count() > 1:
+    raise ValueError("num_devices must be -1 (all local devices) in a multi-host run")
+  return devices[:num_devices]
+
+
+def pmap_step(fn: Callable, devices: Sequence, donate_state: bool = True, **kwargs) -> Callable:
+  """Compile a per-device function `fn(state, ...)` data-parallel over `devices`."""
+  return jax.pmap(fn, axis_name=AXIS, devices=devices,
+                  donate_argnums=(0,) if donate_state else (), **kwargs)
+
+
+def mean(tree: PyTree) -> PyTree:
+  """Average over all devices (inside a pmapped step)."""
+  return jax.lax.pmean(tree, AXIS)
+
+
+def sum(tree: PyTree) -> PyTree:  # noqa: A001 - mirrors lax.psum
+  return jax.lax.psum(tree, AXIS)
+
+
+def index() -> jax.Array:
+  """This device's position on the data-parallel axis (inside a pmapped step)."""
+  return jax.lax.axis_index(AXIS)
+
+
+def size() -> int:
+  return jax.lax.psum(1, AXIS)
+
+
+def device_rng(rng: jax.Array) -> jax.Array:
+  """A key of this device's own: no two devices draw the same noise."""
+  return jax.random.fold_in(rng, index())
+
+
+def _leading_axis_sharding(devices: Sequence) -> jax.sharding.NamedSharding:
+  mesh = jax.sharding.Mesh(np.asarray(list(devices)), (AXIS,))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+
+
+def replicate(tree: PyTree, devices: Sequence) -> PyTree:
+  """Copy host values onto every device (leading axis = device), as pmap expects."""
+  sharding = _leading_axis_sharding(devices)
+  n = len(devices)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.device_put(np.broadcast_to(x, (n,) + x.shape), sharding)
+
+  return jax.tree_util.tree_map(put, jax.device_get(tree))
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first device's copy, fetched to the host as numpy."""
+  return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+
+
+def shard(tree: PyTree, devices: Sequence) -> PyTree:
+  """Split host arrays' leading axis over devices: (n*k, ...) -> (n, k, ...) on device."""
+  sharding = _leading_axis_sharding(devices)
+  n = len(devices)
+
+  def put(x):
+    x = np.asarray(x)
+    if x.shape[0] % n:
+      raise ValueError(f"leading dimension {x.shape[0]} does not split over {n} devices")
+    return jax.device_put(x.reshape((n, x.shape[0] // n) + x.shape[1:]), sharding)
+
+  return jax.tree_util.tree_map(put, tree)
+
+
+def process_allgather_sum(x: np.ndarray) -> np.ndarray:
+  """Sum a host array over all processes (identity on one host)."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x))).sum(axis=0)
+
+
+def process_max(x: int) -> int:
+  """The largest of an integer over all processes (identity on one host)."""
+  if jax.process_count() == 1:
+    return int(x)
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.asarray(x))))
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
