@@ -42,11 +42,11 @@ class ConvLayer(nn.Module):
     ks = self.kernel_size
     conv = nn.Conv(self.features, (ks, ks), strides=self.strides, padding=ks // 2,
                    use_bias=False, dtype=self.dtype, kernel_init=torch_default_kernel_init)
-    norm = batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)
+    norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
     act = activation(self.act)
     if self.preact:
-      return conv(act(norm(x)))
-    return act(norm(conv(x)))
+      return conv(act(norm(x, use_running_average=not train)))
+    return act(norm(conv(x), use_running_average=not train))
 
 
 class ResLayer(nn.Module):
@@ -79,7 +79,8 @@ class ResLayer(nn.Module):
                  dtype=self.dtype)
     h = x
     if self.preact:
-      h = activation(self.act)(batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+      norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
+      h = activation(self.act)(norm(x, use_running_average=not train))
     shortcut = x
     if nf != ni or self.strides != 1:
       shortcut = nn.Conv(nf, (1, 1), strides=self.strides, use_bias=False, dtype=self.dtype,
@@ -99,6 +100,7 @@ class Darknet(nn.Module):
   `Darknet((1, 2, 4, 6, 3), 10, nf=32)` is the notebook model (31,410,922
   parameters). Group i opens with a 3x3 conv that doubles the width, with
   stride 2 except for group 1 (the notebook's `stride=2 - (i == 1)`).
+  `features` gives the pooled penultimate activations.
   """
   num_blocks: Sequence[int]
   num_classes: int
@@ -111,26 +113,32 @@ class Darknet(nn.Module):
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
-  def features(self, x, train: bool = False):
-    """Pooled penultimate features, shape (N, final width)."""
+  def setup(self):
     layer = dict(preact=self.preact, act=self.act, bn_momentum=self.bn_momentum,
                  axis_name=self.axis_name, dtype=self.dtype)
-    x = ConvLayer(self.nf, 3, **layer)(x.astype(self.dtype), train)
+    layers = [ConvLayer(self.nf, 3, **layer)]
     nf = self.nf
     for i, nb in enumerate(self.num_blocks):
-      x = ConvLayer(nf * 2, 3, strides=1 if i == 1 else 2, **layer)(x, train)
-      for _ in range(nb):
-        x = ResLayer(self.bottleneck, self.kernel_sizes, **layer)(x, train)
+      layers.append(ConvLayer(nf * 2, 3, strides=1 if i == 1 else 2, **layer))
+      layers += [ResLayer(self.bottleneck, self.kernel_sizes, **layer) for _ in range(nb)]
       nf *= 2
+    self.layers = layers
     if self.preact:  # pre-activation nets end on a conv: normalise before pooling
-      x = activation(self.act)(batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+      self.final_norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default_kernel_init,
+                         bias_init=torch_default_bias_init(nf))
+
+  def features(self, x, train: bool = False):
+    """Globally average-pooled penultimate features, shape (N, final width)."""
+    x = x.astype(self.dtype)
+    for layer in self.layers:
+      x = layer(x, train)
+    if self.preact:
+      x = activation(self.act)(self.final_norm(x, use_running_average=not train))
     return x.mean(axis=(1, 2))
 
-  @nn.compact
   def __call__(self, x, train: bool = False):
-    x = self.features(x, train)
-    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_default_kernel_init,
-                    bias_init=torch_default_bias_init(x.shape[-1]))(x)
+    return self.head(self.features(x, train))
 
 
 class WideResNet(nn.Module):
@@ -153,21 +161,26 @@ class WideResNet(nn.Module):
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
-  def features(self, x, train: bool = False):
-    x = nn.Conv(self.stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
-                kernel_init=torch_default_kernel_init)(x.astype(self.dtype))
-    for width, stride in zip(self.widths, self.strides):
-      for b in range(self.blocks_per_group):
-        x = ResLayer(self.bottleneck, self.kernel_sizes, features=width,
-                     strides=stride if b == 0 else 1, preact=True, act=self.act,
-                     bn_momentum=self.bn_momentum, axis_name=self.axis_name,
-                     dtype=self.dtype)(x, train)
-    x = x.mean(axis=(1, 2), keepdims=True)
-    return activation(self.act)(batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+  def setup(self):
+    self.stem_conv = nn.Conv(self.stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                             kernel_init=torch_default_kernel_init)
+    self.layers = [
+        ResLayer(self.bottleneck, self.kernel_sizes, features=width,
+                 strides=stride if b == 0 else 1, preact=True, act=self.act,
+                 bn_momentum=self.bn_momentum, axis_name=self.axis_name, dtype=self.dtype)
+        for width, stride in zip(self.widths, self.strides) for b in range(self.blocks_per_group)]
+    self.final_norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
+    self.head = nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype,
+                        kernel_init=torch_default_kernel_init)
 
-  @nn.compact
+  def features(self, x, train: bool = False):
+    """Pooled, normalised features (N, last width), the input of the 1x1 classifier conv."""
+    x = self.stem_conv(x.astype(self.dtype))
+    for layer in self.layers:
+      x = layer(x, train)
+    x = x.mean(axis=(1, 2))
+    return activation(self.act)(self.final_norm(x, use_running_average=not train))
+
   def __call__(self, x, train: bool = False):
     x = self.features(x, train)
-    x = nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype,
-                kernel_init=torch_default_kernel_init)(x)
-    return x.reshape(x.shape[0], -1)
+    return self.head(x[:, None, None, :]).reshape(x.shape[0], -1)

@@ -27,16 +27,16 @@ def torch_default_bias_init(fan_in: int):
   return init
 
 
-def batch_norm(train: bool, torch_momentum: float = 0.1, axis_name: str | None = None,
+def batch_norm(torch_momentum: float = 0.1, axis_name: str | None = None,
                dtype: Dtype = jnp.float32, **kwargs) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's momentum convention and eps.
+  """BatchNorm with PyTorch's momentum convention and eps; call it with
+  `use_running_average=not train`.
 
   PyTorch keeps `running = (1 - m) * running + m * batch`; Flax's `momentum`
   is the decay, so it is `1 - m`. Statistics are always reduced in float32.
-  `axis_name` makes the batch statistics span all devices of a pmap.
+  `axis_name` makes training-mode statistics span all devices of a pmap.
   """
-  return nn.BatchNorm(use_running_average=not train, momentum=1.0 - torch_momentum,
-                      epsilon=1e-5, axis_name=axis_name if train else None,
+  return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=1e-5, axis_name=axis_name,
                       dtype=dtype, **kwargs)
 
 

@@ -1,0 +1,73 @@
+"""Test set-up: 4 fake CPU devices, tiny configs, generated and shared data."""
+import os
+
+# Must precede the first jax import: multi-device tests need several CPU devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                            "cifar10-jpeg75.tar.xz")
+
+
+def write_image_folder(root, classes=("a", "b", "c"), per_class=(12, 4), size=8, seed=0,
+                       ext="png"):
+  """train/<class>/*.png and test/<class>/*.png; class c's images are brighter by c."""
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  for split, n in zip(("train", "test"), per_class):
+    for ci, cls in enumerate(classes):
+      d = os.path.join(root, split, cls)
+      os.makedirs(d, exist_ok=True)
+      for i in range(n):
+        base = rng.integers(0, 120, (size, size, 3)) + 60 * ci
+        Image.fromarray(base.clip(0, 255).astype(np.uint8)).save(os.path.join(d, f"{i:04d}.{ext}"))
+  return str(root)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+  return write_image_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_cifar():
+  path = os.path.abspath(SHARED_CIFAR)
+  if not os.path.exists(path):
+    pytest.skip(f"shared CIFAR-10 copy not found at {path} (only on project machines)")
+  return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+  """One decoded-image cache for the whole session, never the user's."""
+  return str(tmp_path_factory.mktemp("jaxgan-cache"))
+
+
+def tiny_config(dataset, cache_dir="none", **overrides):
+  """The tiny Darknet recipe on `dataset`, 1 device, quiet; dotted keys override."""
+  from configs import tiny_darknet
+  config = tiny_darknet.get_config()
+  config.dataset = dataset
+  config.cache_dir = cache_dir
+  config.num_devices = 1
+  config.progress_bar = False
+  config.train_subset = -1
+  config.eval_subset = -1
+  config.image_size = 8
+  config.augment.pad = 2
+  config.model.num_blocks = (1,)
+  config.model.nf = 4
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_epochs = 2
+  config.log_every_steps = 2
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
