@@ -39,12 +39,16 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-  def restore(self, target: PyTree, step: int | None = None) -> tuple[PyTree, dict]:
-    """Restore into the structure (and dtypes) of `target`; latest step by default."""
+  def restore(self, target: PyTree | None, step: int | None = None) -> tuple[PyTree, dict]:
+    """Restore into the structure (and dtypes) of `target`; latest step by default.
+
+    With `target=None` the state comes back as nested dicts of numpy arrays.
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = (None if target is None
+                else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target))
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])

@@ -170,15 +170,14 @@ def run(task: Task, config, workdir: str, devices) -> dict:
         bar.update(1)
         if step == start + 1:  # the first step compiles: time it apart from throughput
           jax.block_until_ready(metrics)
-          compile_s = time.perf_counter() - t0
-          writer.write(step, "train", {"compile_s": compile_s})
-          history, interval_start, t0 = [], step, time.perf_counter()
-          continue
-        if is_due(step, config.log_every_steps, epoch_end) and history:
+          writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
+          interval_start, t0 = step, time.perf_counter()
+        if is_due(step, config.log_every_steps, epoch_end):
           train = _mean_metrics(history)
-          dt = time.perf_counter() - t0
-          train["images_per_s"] = (step - interval_start) * task.images_per_step / dt
-          _check_finite(train, interval_start, step, ckpt)
+          if step > interval_start:
+            train["images_per_s"] = ((step - interval_start) * task.images_per_step
+                                     / (time.perf_counter() - t0))
+          _check_finite(train, step - len(history), step, ckpt)
           writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
           bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
                            if k in ("loss", "accuracy", "images_per_s")})

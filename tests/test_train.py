@@ -1,0 +1,167 @@
+"""End-to-end training on tiny configs: devices, resume, outputs, evaluation."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from jaxgan import experiment
+from jaxgan.checkpoint import Checkpointer
+from jaxgan.writers import read_metrics
+
+
+def final_params(workdir):
+  state, meta = Checkpointer(workdir).restore(None)
+  return state["params"], state["batch_stats"], meta
+
+
+def train_losses(workdir):
+  return {r["step"]: r["loss"] for r in read_metrics(workdir)
+          if r["split"] == "train" and "loss" in r}
+
+
+def test_four_devices_match_one_device(image_folder, tmp_path):
+  assert jax.local_device_count() >= 4, "conftest sets 4 fake CPU devices"
+  runs = {}
+  for n in (1, 4):
+    workdir = str(tmp_path / f"dev{n}")
+    config = tiny_config(image_folder, num_devices=n, log_every_steps=1, num_train_steps=5)
+    experiment.train_and_evaluate(config, workdir)
+    runs[n] = (train_losses(workdir), final_params(workdir))
+  (losses1, (p1, bs1, _)), (losses4, (p4, bs4, _)) = runs[1], runs[4]
+  assert sorted(losses1) == [1, 2, 3, 4, 5]
+  np.testing.assert_allclose([losses4[s] for s in range(1, 6)],
+                             [losses1[s] for s in range(1, 6)], rtol=1e-4)
+  # Training moved the parameters, identically on both.
+  for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p4)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(bs1), jax.tree_util.tree_leaves(bs4)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_resume_mid_epoch_reproduces_uninterrupted_run(image_folder, tmp_path):
+  # 36 training images / batch 8 = 4 steps per epoch; stop at step 3, mid-epoch.
+  straight = str(tmp_path / "straight")
+  experiment.train_and_evaluate(tiny_config(image_folder, num_train_steps=7), straight)
+  resumed = str(tmp_path / "resumed")
+  first = experiment.train_and_evaluate(tiny_config(image_folder, num_train_steps=3), resumed)
+  assert first["step"] == 3
+  _, _, meta = final_params(resumed)
+  assert (meta["epoch"], meta["position_in_epoch"]) == (0, 3)
+  second = experiment.train_and_evaluate(tiny_config(image_folder, num_train_steps=7), resumed)
+  assert second["step"] == 7
+  (pa, ba, _), (pb, bb, _) = final_params(straight), final_params(resumed)
+  for a, b in zip(jax.tree_util.tree_leaves((pa, ba)), jax.tree_util.tree_leaves((pb, bb))):
+    np.testing.assert_array_equal(a, b)
+  init = experiment.build_task(tiny_config(image_folder), jax.local_devices()[:1]).init_state(
+      jax.random.PRNGKey(0))
+  assert not np.allclose(jax.tree_util.tree_leaves(init.params)[0], jax.tree_util.tree_leaves(pa)[0])
+  # Losses logged after resuming are the uninterrupted run's (step 4's interval differs:
+  # the resumed run's began at step 3).
+  la, lb = train_losses(straight), train_losses(resumed)
+  for s in (6, 7):
+    assert la[s] == pytest.approx(lb[s], rel=1e-6)
+
+
+def test_workdir_outputs_and_evaluate(image_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  result = experiment.train_and_evaluate(
+      tiny_config(image_folder, keep_checkpoints=2, num_epochs=3), workdir)
+  assert Checkpointer(workdir).all_steps() == [8, 12]  # keeps the last two
+  records = read_metrics(workdir)
+  train = [r for r in records if r["split"] == "train" and "loss" in r]
+  assert {"loss", "accuracy", "lr", "momentum", "images_per_s"} <= set(train[-1])
+  assert any("compile_s" in r for r in records)
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [4, 8, 12]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["nf"] == 4
+  # lr and momentum logged are the schedule's values at that step.
+  from jaxgan.classifier import make_schedules
+  lr_fn, mom_fn = make_schedules(tiny_config(image_folder, num_epochs=3), 12)
+  assert train[-1]["lr"] == pytest.approx(float(lr_fn(train[-1]["step"] - 1)), rel=1e-5)
+  assert train[-1]["momentum"] == pytest.approx(float(mom_fn(train[-1]["step"] - 1)), rel=1e-5)
+
+  out = experiment.evaluate(workdir, num_devices=1)
+  with open(os.path.join(workdir, "eval.json")) as f:
+    saved = json.load(f)
+  assert saved == out
+  assert out["num_examples"] == 12 and out["step"] == 12
+  assert set(out["per_class_accuracy"]) == {"a", "b", "c"}
+  # Per-class accuracies average (equal class sizes) to the overall accuracy.
+  assert np.mean(list(out["per_class_accuracy"].values())) == pytest.approx(out["accuracy"])
+  assert out["accuracy"] == pytest.approx(result["eval"]["accuracy"])
+
+
+def test_evaluation_counts_every_example_on_any_device_count(image_folder):
+  # 12 test images, 4 devices x eval batch 8 (2 per device): a padded last batch.
+  from jaxgan.parallel import replicate
+  results = []
+  for n in (1, 4):
+    config = tiny_config(image_folder, num_devices=n, eval_batch_size=8)
+    task = experiment.build_task(config, jax.local_devices()[:n])
+    state = task.init_state(jax.random.PRNGKey(0))
+    counts = task.eval_counts(replicate(state, task.devices))
+    assert counts["total"].sum() == 12
+    results.append(counts)
+  np.testing.assert_allclose(results[0]["correct"], results[1]["correct"])
+  np.testing.assert_allclose(results[0]["loss"], results[1]["loss"], rtol=1e-5)
+
+
+def test_eval_images_are_not_augmented(image_folder):
+  """Eval logits equal the model applied to the plainly normalised test images."""
+  import jax.numpy as jnp
+  from jaxgan.parallel import replicate
+  from jaxgan.data import augment
+  config = tiny_config(image_folder)
+  task = experiment.build_task(config, jax.local_devices()[:1])
+  state = task.init_state(jax.random.PRNGKey(0))
+  images = np.asarray(task.eval_inputs["data"]["images"][0])
+  labels = np.asarray(task.eval_inputs["data"]["labels"][0])
+  logits = task.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            augment.normalize(jnp.asarray(images), task.mean, task.std))
+  want_correct = np.sum(np.argmax(np.asarray(logits), -1) == labels)
+  counts = task.eval_counts(replicate(state, task.devices))
+  assert counts["correct"].sum() == want_correct
+  # Normalisation statistics come from the training images.
+  train = np.asarray(task.train_data["images"][0]) / 255.0
+  np.testing.assert_allclose(task.mean, train.mean((0, 1, 2)), rtol=1e-5)
+  np.testing.assert_allclose(task.std, train.std((0, 1, 2)), rtol=1e-4)
+
+
+def test_loss_decreases_on_a_learnable_folder(tmp_path):
+  from conftest import write_image_folder
+  data = write_image_folder(tmp_path / "easy", per_class=(40, 10))
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(
+      tiny_config(data, num_epochs=6, batch_size=24, eval_batch_size=30, learning_rate=0.2,
+                  log_every_steps=5), workdir)
+  losses = train_losses(workdir)
+  steps = sorted(losses)
+  assert losses[steps[-1]] < 0.5 * losses[steps[0]]
+  evals = [r for r in read_metrics(workdir) if r["split"] == "eval"]
+  assert evals[-1]["accuracy"] >= 0.9  # brightness separates the three classes
+
+
+def test_bad_config_values_are_clear_errors(image_folder, tmp_path):
+  from jaxgan.errors import ConfigError
+  with pytest.raises(ConfigError, match="batch_size=10 does not split evenly over 4"):
+    experiment.train_and_evaluate(tiny_config(image_folder, num_devices=4, batch_size=10),
+                                  str(tmp_path / "a"))
+  with pytest.raises(ConfigError, match="learning_rate must be positive"):
+    experiment.train_and_evaluate(tiny_config(image_folder, learning_rate=0.0), str(tmp_path / "b"))
+  with pytest.raises(ConfigError, match="dtype"):
+    experiment.train_and_evaluate(tiny_config(image_folder, dtype="float8"), str(tmp_path / "c"))
+  with pytest.raises(ConfigError, match="larger than the 36 training images"):
+    experiment.train_and_evaluate(tiny_config(image_folder, batch_size=64), str(tmp_path / "d"))
+
+
+def test_unwritable_workdir_is_a_clear_error(image_folder, tmp_path):
+  from jaxgan.errors import WorkdirError
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(WorkdirError, match="cannot write to the workdir"):
+    experiment.train_and_evaluate(tiny_config(image_folder), str(blocker / "run"))
