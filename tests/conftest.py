@@ -47,7 +47,7 @@ def cache_dir(tmp_path_factory):
 
 
 def tiny_config(dataset, cache_dir="none", **overrides):
-  """The tiny Darknet recipe on `dataset`, 1 device, quiet; dotted keys override."""
+  """The tiny Darknet recipe on `dataset`, 1 device, quiet; `a__b=v` sets config.a.b."""
   from configs import tiny_darknet
   config = tiny_darknet.get_config()
   config.dataset = dataset
@@ -66,7 +66,7 @@ def tiny_config(dataset, cache_dir="none", **overrides):
   config.log_every_steps = 2
   for key, value in overrides.items():
     node = config
-    *parents, leaf = key.split(".")
+    *parents, leaf = key.replace("__", ".").split(".")
     for p in parents:
       node = node[p]
     node[leaf] = value

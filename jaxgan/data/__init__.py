@@ -32,9 +32,13 @@ class ClassificationData:
 
 
 def is_path(dataset: str) -> bool:
-  """A dataset string names a folder/archive if it looks like a path or exists."""
-  return (os.sep in dataset or dataset.startswith((".", "~")) or os.path.exists(dataset)
-          or dataset.lower().endswith((".tar", ".gz", ".tgz", ".xz", ".bz2")))
+  """Whether a dataset string names a folder/archive rather than a TFDS dataset.
+
+  TFDS names may hold a slash (`cycle_gan/horse2zebra`), so a relative path is
+  recognised only if it exists; absolute, ./ and ~ paths and archives always are.
+  """
+  return (os.path.exists(dataset) or dataset.startswith(("/", ".", "~"))
+          or dataset.lower().endswith((".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")))
 
 
 def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int):

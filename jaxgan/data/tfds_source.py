@@ -19,7 +19,13 @@ _LOCAL_COPY_HELP = (
 
 
 def import_tf():
-  import tensorflow as tf
+  try:
+    import tensorflow as tf
+    import tensorflow_datasets  # noqa: F401
+  except ImportError as e:
+    raise DatasetError(f"TFDS datasets need tensorflow and tensorflow-datasets ({e}). Install "
+                       "them (pip install tensorflow-cpu tensorflow-datasets), or pass an "
+                       "image folder or archive with --config.dataset.") from e
   try:
     tf.config.set_visible_devices([], "GPU")
   except RuntimeError:  # already initialised: visibility can no longer change
@@ -46,8 +52,9 @@ def builder(name: str, data_dir: str | None = None):
   except tfds.core.registered.DatasetNotFoundError:
     close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise DatasetError(f"unknown TFDS dataset {name!r}.{hint} --config.dataset takes a TFDS "
-                       "name (e.g. cifar10) or the path of an image folder.") from None
+    raise DatasetError(f"unknown TFDS dataset {name!r} (and no folder of that name exists)."
+                       f"{hint} --config.dataset takes a TFDS name (e.g. cifar10) or the path "
+                       "of an image folder or archive.") from None
 
 
 def load_split(name: str, split: str, data_dir: str | None = None, download: bool = True,

@@ -1,0 +1,59 @@
+"""train.py and evaluate.py as a user runs them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config", "configs/tiny_darknet.py", "--config.num_devices=1",
+        "--config.image_size=8", "--config.augment.pad=2", "--config.model.num_blocks=(1,)",
+        "--config.model.nf=4", "--config.batch_size=8", "--config.eval_batch_size=8",
+        "--config.train_subset=-1", "--config.eval_subset=-1", "--config.cache_dir=none",
+        "--config.progress_bar=False", "--config.num_epochs=1"]
+
+
+def run(*args):
+  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  out = run("train.py", *TINY, f"--config.dataset={image_folder}", "--config.seed=3",
+            "--config.weight_decay=0.0005", "--config.learning_rate=0.1", f"--workdir={workdir}")
+  assert out.returncode == 0, out.stderr
+  assert "final eval: loss" in out.stdout
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  # The overrides reached the run.
+  assert saved["model"]["num_blocks"] == [1] and saved["seed"] == 3
+  assert saved["weight_decay"] == 0.0005 and saved["learning_rate"] == 0.1
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["4"]
+
+  out = run("evaluate.py", f"--workdir={workdir}", "--num_devices=1")
+  assert out.returncode == 0, out.stderr
+  assert "with flip TTA" in out.stdout and " a " in out.stdout.replace("\n", " ")
+  with open(os.path.join(workdir, "eval.json")) as f:
+    assert json.load(f)["num_examples"] == 12
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.batch_size=64", "batch_size=64 is larger than the 36 training images"),
+    ("--config.learning_rate=-1", "learning_rate must be positive"),
+    ("--config.dataset=/nonexistent/cifar", "does not exist"),
+    ("--config.augment.pad_mode=wrap", "pad_mode must be one of"),
+])
+def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, override, message):
+  import re
+  out = run("train.py", *TINY, f"--config.dataset={image_folder}", override,
+            f"--workdir={tmp_path / 'run'}")
+  assert out.returncode == 2
+  assert re.search(message, out.stderr), out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_evaluate_on_a_non_workdir_is_a_clear_error(tmp_path):
+  out = run("evaluate.py", f"--workdir={tmp_path}")
+  assert out.returncode == 2 and "no config.json" in out.stderr
