@@ -5,6 +5,7 @@
 
 Re-running the same command resumes from the latest checkpoint in --workdir.
 """
+import re
 import sys
 
 from absl import app, flags, logging
@@ -14,6 +15,24 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and config go.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv):
+  """absl's parser, with a readable message for a misspelt --config.<field>."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # what ml_collections raises for an unknown field
+    text = str(e.args[0] if e.args else e).replace("\\", "")
+    field = re.search(r"'([^'\\]+)'", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    name = field.group(1) if field else text
+    given = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                  and f".{name}" in a.split("=")[0]), name)
+    print(f"error: {given} is not a field of this config."
+          + (f" Did you mean {hint.group(1)!r}?" if hint else "")
+          + " The fields and their defaults are listed in the README (Config fields) and in "
+          "the config file.", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv):
@@ -32,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

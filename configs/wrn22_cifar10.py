@@ -10,12 +10,14 @@ where the original kept them per GPU), in bfloat16.
 
 Expected: >= 94% test accuracy on the original CIFAR-10 around epoch 42.
 """
+import ml_collections
+
 from configs import darknet_cifar10
 
 
 def get_config():
   config = darknet_cifar10.get_config()
-  config.model = config.model.__class__()
+  config.model = ml_collections.ConfigDict()  # a different model: replace, not amend
   config.model.name = "wrn"
   config.model.stem = 16
   config.model.widths = (96, 192, 384)  # 16 * k * (1, 2, 4) with k = 6

@@ -153,7 +153,8 @@ class ClassifierTask(Task):
   def describe(self):
     return (f"{type(self.model).__name__} ({self.config.dtype}) on {self.source}: "
             f"{self.num_classes} classes, batch {self.config.batch_size}, "
-            f"channel mean {np.round(self.mean, 4).tolist()} std {np.round(self.std, 4).tolist()}")
+            f"channel mean {[round(float(m), 4) for m in self.mean]} "
+            f"std {[round(float(s), 4) for s in self.std]}")
 
   def checkpoint_meta(self):
     return {"data_stats": {"mean": self.mean.tolist(), "std": self.std.tolist()},

@@ -124,6 +124,14 @@ def _check_finite(metrics: Mapping[str, float], first_step: int, last_step: int,
           "if the run was in bfloat16.")
 
 
+def compile_train_step(task: Task, devices):
+  """The task's step, data parallel over `devices`, with the RNG folded with the step."""
+  def step_fn(state, batch):
+    return task.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+
+  return parallel.pmap_step(step_fn, devices)
+
+
 def run(task: Task, config, workdir: str, devices) -> dict:
   """Train `task` to `config.num_epochs` (capped by `config.num_train_steps`).
 
@@ -149,10 +157,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
           f"({task.steps_per_epoch} per epoch) on {len(devices)} x {devices[0].device_kind}"
           f" x {jax.process_count()} process(es); workdir {workdir}", flush=True)
 
-  def step_fn(state, batch):
-    return task.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
-
-  p_step = parallel.pmap_step(step_fn, devices)
+  p_step = compile_train_step(task, devices)
   state = parallel.replicate(state, devices)
   result = {"step": start, "train": {}, "eval": {}}
   step = start
@@ -198,8 +203,10 @@ def run(task: Task, config, workdir: str, devices) -> dict:
         meta = {"step": step, "epoch": step // task.steps_per_epoch,
                 "position_in_epoch": step % task.steps_per_epoch, **task.checkpoint_meta()}
         ckpt.save(step, parallel.unreplicate(state), meta)
-    if start >= stop and main:
-      print(f"already trained to step {start} (target {stop}); nothing to do", flush=True)
+    if start >= stop:
+      if main:
+        print(f"already trained to step {start} (target {stop}); evaluating only", flush=True)
+      result["eval"] = task.evaluate(state)
     result["step"] = step
   finally:
     ckpt.close()

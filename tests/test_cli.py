@@ -54,6 +54,13 @@ def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, ove
   assert "Traceback" not in out.stderr
 
 
+def test_unknown_config_field_is_named(tmp_path):
+  out = run("train.py", *TINY, "--config.modle.nf=8", f"--workdir={tmp_path / 'run'}")
+  assert out.returncode == 2
+  assert "--config.modle.nf is not a field of this config" in out.stderr, out.stderr
+  assert "Traceback" not in out.stderr
+
+
 def test_evaluate_on_a_non_workdir_is_a_clear_error(tmp_path):
   out = run("evaluate.py", f"--workdir={tmp_path}")
   assert out.returncode == 2 and "no config.json" in out.stderr

@@ -49,6 +49,14 @@ def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int):
   return images[idx], labels[idx]
 
 
+def fake_split(image_size: int, n: int, seed: int = 0):
+  """Random uint8 images and labels, for speed runs (`--config.dataset=fake`)."""
+  n = 50000 if n < 0 else n
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8),
+          rng.integers(0, 10, (n,), dtype=np.int32))
+
+
 def load_classification_data(config, splits: Sequence[str] | None = None) -> ClassificationData:
   """Load `splits` (default: train and eval split) of `config.dataset`."""
   train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
@@ -57,6 +65,11 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   if not dataset:
     raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cifar10) or a folder.")
   pi, pc = jax.process_index(), jax.process_count()
+  if dataset == "fake":
+    data = {s: fake_split(config.image_size, n) for s, n in
+            ((train_split, config.get("train_subset", -1)), (eval_split, config.get("eval_subset", -1)))
+            if s in splits}
+    return ClassificationData([str(i) for i in range(10)], data, "fake data (random pixels)")
   if is_path(dataset):
     from jaxgan.data.folder import read_image_folder
     cache = config.get("cache_dir", "")

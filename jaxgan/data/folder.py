@@ -9,6 +9,7 @@ as .npz files so the next run starts in a second.
 import hashlib
 import io
 import logging
+import multiprocessing
 import os
 import tarfile
 import warnings
@@ -205,7 +206,8 @@ def _decode_all(blobs: list, image_size: int, num_workers: int | None) -> list:
     return _decode_many((blobs, image_size))
   chunk = max(500, len(blobs) // (num_workers * 8))
   jobs = [(blobs[i:i + chunk], image_size) for i in range(0, len(blobs), chunk)]
-  with ProcessPoolExecutor(num_workers) as pool:
+  # spawn, not fork: forking a process that has started JAX's threads can deadlock.
+  with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
     return [arr for part in pool.map(_decode_many, jobs) for arr in part]
 
 
