@@ -189,17 +189,16 @@ def run(task: Task, config, workdir: str, devices) -> dict:
           result["train"] = train
           history, interval_start, t0 = [], step, time.perf_counter()
       bar.close()
-      epochs_done = step // task.steps_per_epoch
+      epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
+      at_epoch_end = into_epoch == 0
       finished = step == stop
-      if (step % task.steps_per_epoch == 0 and is_due(epochs_done, config.eval_every_epochs)) \
-          or finished:
+      if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
         result["eval"] = task.evaluate(state)
         writer.write(step, "eval", result["eval"], epoch=step / task.steps_per_epoch)
         if main:
           print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
                 + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()), flush=True)
-      if (step % task.steps_per_epoch == 0
-          and is_due(epochs_done, config.checkpoint_every_epochs)) or finished:
+      if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
         meta = {"step": step, "epoch": step // task.steps_per_epoch,
                 "position_in_epoch": step % task.steps_per_epoch, **task.checkpoint_meta()}
         ckpt.save(step, parallel.unreplicate(state), meta)
