@@ -56,3 +56,31 @@ def activation(name: str):
 
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def dcgan_normal_init(stddev: float = 0.02):
+  """DCGAN/CycleGAN reference init: weights ~ N(0, stddev)."""
+  return nn.initializers.normal(stddev)
+
+
+def dcgan_bn_scale_init(key, shape, dtype=jnp.float32):
+  """DCGAN reference BatchNorm scale init: N(1, 0.02)."""
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                         output_padding: int = 0, **kwargs) -> nn.ConvTranspose:
+  """What PyTorch's `ConvTranspose2d(k, stride, padding, output_padding)` computes.
+
+  PyTorch's transposed conv is the gradient of a conv: in Flax terms a
+  fractionally strided conv with padding (k-1-p) on each side (plus
+  output_padding on the high side) and a spatially flipped, in/out swapped
+  kernel (`transpose_kernel=True`). Output size: (n-1)*s - 2p + k + op.
+  'SAME' padding gives the same shape for k=4, s=2, p=1 but other values.
+  """
+  lo = kernel_size - 1 - padding
+  if lo < 0:
+    raise ValueError(f"padding {padding} > kernel_size - 1 is not supported")
+  pad = ((lo, lo + output_padding),) * 2
+  return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride),
+                          padding=pad, transpose_kernel=True, **kwargs)
