@@ -43,7 +43,6 @@ def measure(preset, batch_size, dtype, steps, num_devices):
   import jax
   from jaxgan import parallel
   from jaxgan.experiment import build_task
-  from jaxgan.loop import compile_train_step
   from jaxgan.models import count_params
   config = config_for(preset, batch_size, dtype, num_devices)
   devices = parallel.local_devices(num_devices)
@@ -51,7 +50,7 @@ def measure(preset, batch_size, dtype, steps, num_devices):
   state = task.init_state(jax.random.PRNGKey(0))
   n_params = count_params(state.params)
   state = parallel.replicate(state, devices)
-  p_step = compile_train_step(task, devices)
+  p_step = task.compile_step(devices)
   t0 = time.perf_counter()
   state, metrics = p_step(state, task.train_batch(0))
   jax.block_until_ready(metrics)

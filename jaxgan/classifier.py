@@ -117,7 +117,7 @@ class ClassifierTask(Task):
 
     self.local_batch = config.batch_size // jax.process_count()
     self.device_batch = self.local_batch // self.num_local
-    self.images_per_step = config.batch_size
+    self.units_per_step = config.batch_size
     self.num_epochs = config.num_epochs
     self.steps_per_epoch = 1
     if train:
@@ -172,8 +172,7 @@ class ClassifierTask(Task):
     if self._epoch_inputs[0] != epoch:
       order = self.epoch_order(epoch)  # (steps, devices * per-device batch)
       order = order.reshape(self.steps_per_epoch, self.num_local, self.device_batch)
-      order = parallel.shard(order.transpose(1, 0, 2).reshape(-1, self.device_batch),
-                             self.devices)
+      order = parallel.put_per_device(order.transpose(1, 0, 2), self.devices)
       self._epoch_inputs = (epoch, {"data": self.train_data, "order": order})
     return self._epoch_inputs[1]
 
@@ -222,14 +221,12 @@ class ClassifierTask(Task):
     mask = np.zeros(padded, np.float32)
     mask[:n] = 1
     # (steps, devices, per_device) -> device-major for sharding.
-    shape = (steps, self.num_local, per_device)
+    per_device_major = lambda x: x.reshape(steps, self.num_local, per_device).transpose(1, 0, 2)
     self.eval_steps = steps
     self.eval_inputs = {
         "data": parallel.replicate({"images": images, "labels": labels}, self.devices),
-        "index": parallel.shard(index.reshape(shape).transpose(1, 0, 2).reshape(-1, per_device),
-                                self.devices),
-        "mask": parallel.shard(mask.reshape(shape).transpose(1, 0, 2).reshape(-1, per_device),
-                               self.devices),
+        "index": parallel.put_per_device(per_device_major(index), self.devices),
+        "mask": parallel.put_per_device(per_device_major(mask), self.devices),
     }
 
   def eval_step(self, state, inputs, i):

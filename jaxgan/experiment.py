@@ -19,10 +19,6 @@ def validate_config(config, num_devices_total: int) -> None:
          f"--config.batch_size={config.batch_size} does not split evenly over "
          f"{num_devices_total} devices; use a multiple of {num_devices_total} "
          "(or choose devices with --config.num_devices)")
-  _check(config.learning_rate > 0,
-         f"--config.learning_rate must be positive, got {config.learning_rate}")
-  _check(config.weight_decay >= 0,
-         f"--config.weight_decay must be >= 0, got {config.weight_decay}")
   _check(config.num_epochs >= 1, f"--config.num_epochs must be >= 1, got {config.num_epochs}")
   _check(config.num_train_steps == -1 or config.num_train_steps >= 1,
          f"--config.num_train_steps must be -1 (from epochs) or >= 1, got "
@@ -41,6 +37,14 @@ def validate_config(config, num_devices_total: int) -> None:
     _check(len(config.clr_beta) == 4, "--config.clr_beta is (div, pct, mom_max, mom_min)")
   if config.get("schedule") == "clr":
     _check(len(config.clr) == 4, "--config.clr is (div, cut_div, mom_max, mom_min)")
+  if config.get("task", "classifier") == "classifier":
+    _check(config.learning_rate > 0,
+           f"--config.learning_rate must be positive, got {config.learning_rate}")
+    _check(config.weight_decay >= 0,
+           f"--config.weight_decay must be >= 0, got {config.weight_decay}")
+  for field in ("lr_g", "lr_d", "clip", "gp_weight"):
+    if field in config:
+      _check(config[field] > 0, f"--config.{field} must be positive, got {config[field]}")
   if "model" in config and "num_blocks" in config.model:
     _check(all(int(b) >= 0 for b in config.model.num_blocks),
            f"--config.model.num_blocks must be non-negative counts, got {config.model.num_blocks}")
@@ -51,7 +55,10 @@ def build_task(config, devices, **kwargs):
   if task == "classifier":
     from jaxgan.classifier import ClassifierTask
     return ClassifierTask(config, devices, **kwargs)
-  raise ConfigError(f"--config.task={task!r} is unknown; this version knows 'classifier'")
+  if task == "wgan":
+    from jaxgan.wgan import WGANTask
+    return WGANTask(config, devices, **kwargs)
+  raise ConfigError(f"--config.task={task!r} is unknown; use 'classifier' or 'wgan'")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -76,5 +83,8 @@ def evaluate(workdir: str, **kwargs) -> dict:
   task = load_config(workdir).get("task", "classifier")
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
+    return evaluate_workdir(workdir, **kwargs)
+  if task == "wgan":
+    from jaxgan.wgan import evaluate_workdir
     return evaluate_workdir(workdir, **kwargs)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")

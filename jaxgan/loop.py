@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -28,12 +28,16 @@ LATEST_VALUE_METRICS = ("lr", "momentum")
 class Task:
   """What a model family provides to `run`. See `jaxgan.classifier` for one.
 
-  Attributes: `steps_per_epoch`, `num_epochs`, `images_per_step` (global).
-  The state is a pytree with integer `step` and PRNG key `rng` fields.
+  Attributes: `steps_per_epoch`, `num_epochs`; throughput is reported as
+  `<throughput_unit>_per_s`, counting `units_per_step` per step; the progress
+  bar shows `progress_keys`. The state is a pytree with integer `step` and
+  PRNG key `rng` fields.
   """
   steps_per_epoch: int
   num_epochs: int
-  images_per_step: int
+  throughput_unit: str = "images"
+  units_per_step: int = 1
+  progress_keys: tuple = ("loss", "accuracy")
 
   def init_state(self, rng: jax.Array) -> PyTree:
     """A fresh host (unreplicated) training state."""
@@ -43,6 +47,16 @@ class Task:
     """Pure per-device step under pmap: (state, batch, rng) -> (state, metrics)."""
     raise NotImplementedError
 
+  def compile_step(self, devices) -> Callable:
+    """`step(state, batch) -> (state, metrics)` on replicated state, data parallel.
+
+    By default `train_step` under pmap with the RNG folded with the step.
+    """
+    def step_fn(state, batch):
+      return self.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+
+    return parallel.pmap_step(step_fn, devices)
+
   def train_batch(self, step: int) -> PyTree:
     """The device inputs of global step `step` (sharded over the local devices)."""
     raise NotImplementedError
@@ -50,6 +64,9 @@ class Task:
   def evaluate(self, state: PyTree) -> dict:
     """Evaluation metrics of a replicated state."""
     return {}
+
+  def periodic_outputs(self, state: PyTree, step: int, writer: MetricWriter) -> None:
+    """Work done every `config.sample_every_steps` steps (e.g. sample grids)."""
 
   def checkpoint_meta(self) -> dict:
     """JSON-able facts saved with each checkpoint (e.g. data statistics)."""
@@ -124,14 +141,6 @@ def _check_finite(metrics: Mapping[str, float], first_step: int, last_step: int,
           "if the run was in bfloat16.")
 
 
-def compile_train_step(task: Task, devices):
-  """The task's step, data parallel over `devices`, with the RNG folded with the step."""
-  def step_fn(state, batch):
-    return task.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
-
-  return parallel.pmap_step(step_fn, devices)
-
-
 def run(task: Task, config, workdir: str, devices) -> dict:
   """Train `task` to `config.num_epochs` (capped by `config.num_train_steps`).
 
@@ -157,7 +166,8 @@ def run(task: Task, config, workdir: str, devices) -> dict:
           f"({task.steps_per_epoch} per epoch) on {len(devices)} x {devices[0].device_kind}"
           f" x {jax.process_count()} process(es); workdir {workdir}", flush=True)
 
-  p_step = compile_train_step(task, devices)
+  p_step = task.compile_step(devices)
+  throughput = f"{task.throughput_unit}_per_s"
   state = parallel.replicate(state, devices)
   result = {"step": start, "train": {}, "eval": {}}
   step = start
@@ -180,14 +190,16 @@ def run(task: Task, config, workdir: str, devices) -> dict:
         if is_due(step, config.log_every_steps, epoch_end):
           train = _mean_metrics(history)
           if step > interval_start:
-            train["images_per_s"] = ((step - interval_start) * task.images_per_step
-                                     / (time.perf_counter() - t0))
+            train[throughput] = ((step - interval_start) * task.units_per_step
+                                 / (time.perf_counter() - t0))
           _check_finite(train, step - len(history), step, ckpt)
           writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
           bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
-                           if k in ("loss", "accuracy", "images_per_s")})
+                           if k in (*task.progress_keys, throughput)})
           result["train"] = train
           history, interval_start, t0 = [], step, time.perf_counter()
+        if is_due(step, config.get("sample_every_steps", 0), stop):
+          task.periodic_outputs(state, step, writer)
       bar.close()
       epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
       at_epoch_end = into_epoch == 0
@@ -195,7 +207,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
       if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
         result["eval"] = task.evaluate(state)
         writer.write(step, "eval", result["eval"], epoch=step / task.steps_per_epoch)
-        if main:
+        if main and result["eval"]:
           print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
                 + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()), flush=True)
       if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):

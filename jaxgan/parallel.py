@@ -92,16 +92,21 @@ def unreplicate(tree: PyTree) -> PyTree:
 
 def shard(tree: PyTree, devices: Sequence) -> PyTree:
   """Split host arrays' leading axis over devices: (n*k, ...) -> (n, k, ...) on device."""
-  sharding = _leading_axis_sharding(devices)
   n = len(devices)
 
-  def put(x):
+  def split(x):
     x = np.asarray(x)
     if x.shape[0] % n:
       raise ValueError(f"leading dimension {x.shape[0]} does not split over {n} devices")
-    return jax.device_put(x.reshape((n, x.shape[0] // n) + x.shape[1:]), sharding)
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
-  return jax.tree_util.tree_map(put, tree)
+  return put_per_device(jax.tree_util.tree_map(split, tree), devices)
+
+
+def put_per_device(tree: PyTree, devices: Sequence) -> PyTree:
+  """Host arrays whose leading axis is already the device axis, (n, ...), onto the devices."""
+  sharding = _leading_axis_sharding(devices)
+  return jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x), sharding), tree)
 
 
 def process_allgather_sum(x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.workdir = workdir
     self._tb = None
     self._log = None
     if self.enabled:
@@ -46,6 +47,15 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{name}", v, int(step))
     self._log.write(json.dumps(record) + "\n")
     self._log.flush()
+
+  def write_image(self, step: int, tag: str, image, filename: str | None = None) -> None:
+    """A uint8 HWC image to TensorBoard, and to `<workdir>/<filename>` (PNG) if given."""
+    if not self.enabled:
+      return
+    self._tb.add_image(tag, image, int(step), dataformats="HWC")
+    if filename:
+      from jaxgan.images import save_png
+      save_png(os.path.join(self.workdir, filename), image)
 
   def flush(self) -> None:
     if self.enabled:

@@ -109,6 +109,80 @@ def _iter_archive(path: str, splits: Sequence[str]) -> Iterable[tuple[str, str, 
                        "complete tar archive, or unpack it and pass the folder instead.") from e
 
 
+def _iter_all(path: str, subdir: str | None) -> Iterable[tuple[str, bytes]]:
+  """(relative name, bytes) of every image under `path` (or its `subdir`, if it has one)."""
+  if os.path.isdir(path):
+    root = os.path.join(path, subdir) if subdir and os.path.isdir(os.path.join(path, subdir)) \
+        else path
+    for dirpath, dirnames, filenames in os.walk(root):
+      dirnames.sort()
+      for name in sorted(filenames):
+        if _is_image_name(name):
+          with open(os.path.join(dirpath, name), "rb") as f:
+            yield os.path.relpath(os.path.join(dirpath, name), root), f.read()
+    return
+  try:
+    with tarfile.open(path, "r:*") as tar:
+      members = [m for m in tar.getmembers() if m.isfile() and _is_image_name(m.name)]
+      if subdir and any(subdir in m.name.split("/")[:-1] for m in members):
+        members = [m for m in members if subdir in m.name.split("/")[:-1]]
+      for m in members:
+        f = tar.extractfile(m)
+        if f is not None:
+          yield m.name, f.read()
+  except (tarfile.TarError, EOFError, OSError) as e:
+    raise DatasetError(f"could not read the archive {path}: {e}. Check that the file is a "
+                       "complete tar archive, or unpack it and pass the folder instead.") from e
+
+
+def read_images(path: str, image_size: int, subdir: str | None = "train",
+                cache_dir: str | None = "", num_workers: int | None = None) -> np.ndarray:
+  """Every image under `path` (a folder of images in any layout, or a tar archive).
+
+  If `path` has a `subdir` folder (e.g. `train/` of a classification
+  layout), only that part is read. Returns uint8 (N, image_size, image_size, 3)
+  in sorted file order; unreadable files are skipped with a warning.
+  """
+  path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise DatasetError(f"dataset path {path!r} does not exist. Pass --config.dataset with a "
+                       "TFDS name or a folder (or tar archive) of images.")
+  if os.path.isfile(path) and not is_archive(path):
+    raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
+                       f"({', '.join(ARCHIVE_SUFFIXES)}).")
+  cache_file = None
+  if cache_dir is not None:
+    cache_dir = cache_dir or default_cache_dir()
+    key = hashlib.sha1(f"{_CACHE_VERSION}:images:{_fingerprint(path)}:{image_size}:{subdir}"
+                       .encode()).hexdigest()[:20]
+    cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
+    if os.path.exists(cache_file):
+      try:
+        with np.load(cache_file) as z:
+          return z["images"]
+      except Exception as e:
+        logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
+  names, blobs = [], []
+  for name, blob in _iter_all(path, subdir):
+    names.append(name)
+    blobs.append(blob)
+  if not blobs:
+    raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}.")
+  arrays = _decode_all(blobs, image_size, num_workers)
+  pairs = sorted(zip(names, arrays), key=lambda p: p[0])
+  bad = [n for n, a in pairs if a is None]
+  if bad:
+    warnings.warn(f"skipped {len(bad)} unreadable image file(s) under {path} (e.g. "
+                  f"{', '.join(bad[:5])}): corrupt, truncated or not images.")
+  good = [a for _, a in pairs if a is not None]
+  if not good:
+    raise DatasetError(f"no readable images under {path}.")
+  images = np.stack(good)
+  if cache_file is not None:
+    _save_arrays(cache_file, {"images": images})
+  return images
+
+
 def _fingerprint(path: str) -> str:
   """Changes when files are added, removed or rewritten."""
   h = hashlib.sha1(os.path.abspath(path).encode())
@@ -212,12 +286,16 @@ def _decode_all(blobs: list, image_size: int, num_workers: int | None) -> list:
 
 
 def _save_cache(cache_file: str, result: dict, splits: Sequence[str]) -> None:
+  arrays = {"class_names": np.asarray(result["class_names"])}
+  for s in splits:
+    arrays[f"{s}_images"], arrays[f"{s}_labels"] = result[s]
+  _save_arrays(cache_file, arrays)
+
+
+def _save_arrays(cache_file: str, arrays: dict) -> None:
   try:
     os.makedirs(os.path.dirname(cache_file), exist_ok=True)
     tmp = f"{cache_file}.{os.getpid()}.tmp.npz"
-    arrays = {"class_names": np.asarray(result["class_names"])}
-    for s in splits:
-      arrays[f"{s}_images"], arrays[f"{s}_labels"] = result[s]
     np.savez(tmp, **arrays)
     os.replace(tmp, cache_file)  # atomic: a reader never sees half a cache
   except OSError as e:

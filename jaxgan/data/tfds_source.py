@@ -57,12 +57,8 @@ def builder(name: str, data_dir: str | None = None):
                        "of an image folder or archive.") from None
 
 
-def load_split(name: str, split: str, data_dir: str | None = None, download: bool = True,
-               image_key: str = "image", label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
-  """All examples of one split as (uint8 NHWC images, int32 labels).
-
-  In a multi-host run each process reads only its own share of the split.
-  """
+def _dataset(name: str, split: str, data_dir: str | None, download: bool):
+  """The tf.data.Dataset of one split (this process's share), preparing it if allowed."""
   import jax
   import tensorflow_datasets as tfds
   b = builder(name, data_dir)
@@ -82,6 +78,17 @@ def load_split(name: str, split: str, data_dir: str | None = None, download: boo
   except ValueError as e:
     raise DatasetError(f"TFDS dataset {name!r} has no split {split!r} "
                        f"(splits: {list(b.info.splits)}): {e}") from e
+  return ds
+
+
+def load_split(name: str, split: str, data_dir: str | None = None, download: bool = True,
+               image_key: str = "image", label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+  """All examples of one split as (uint8 NHWC images, int32 labels).
+
+  In a multi-host run each process reads only its own share of the split.
+  """
+  import tensorflow_datasets as tfds
+  ds = _dataset(name, split, data_dir, download)
   images, labels = [], []
   # Iterating in batches: `batch_size=-1` crashes on some TF builds.
   for ex in tfds.as_numpy(ds.batch(1024)):
@@ -103,3 +110,32 @@ def load_split(name: str, split: str, data_dir: str | None = None, download: boo
 def class_names(name: str, data_dir: str | None = None, label_key: str = "label") -> list[str]:
   feature = builder(name, data_dir).info.features[label_key]
   return list(getattr(feature, "names", None) or map(str, range(feature.num_classes)))
+
+
+def load_images(name: str, split: str, image_size: int, data_dir: str | None = None,
+                download: bool = True, image_key: str = "image") -> np.ndarray:
+  """All images of a split, shorter side resized to `image_size` and centre-cropped.
+
+  For GANs: labels are ignored. uint8 (N, image_size, image_size, 3).
+  """
+  tf = import_tf()
+  import tensorflow_datasets as tfds
+  ds = _dataset(name, split, data_dir, download)
+
+  def prepare(ex):
+    img = ex[image_key]
+    if img.shape[-1] == 1:
+      img = tf.image.grayscale_to_rgb(img)
+    h, w = tf.shape(img)[0], tf.shape(img)[1]
+    scale = image_size / tf.cast(tf.minimum(h, w), tf.float32)
+    size = tf.cast(tf.math.ceil(tf.cast(tf.stack([h, w]), tf.float32) * scale), tf.int32)
+    size = tf.maximum(size, image_size)
+    img = tf.image.resize(img, size, antialias=True)
+    img = tf.image.resize_with_crop_or_pad(img, image_size, image_size)
+    return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+
+  batches = [b for b in tfds.as_numpy(ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+                                      .batch(1024))]
+  if not batches:
+    raise DatasetError(f"TFDS dataset {name!r} split {split!r} is empty.")
+  return np.concatenate(batches)

@@ -1,0 +1,339 @@
+"""Wasserstein GAN (lesson 12 wgan notebook; Arjovsky et al.) and WGAN-GP.
+
+One train step is one generator iteration: `n_critic` critic steps, each on
+a fresh real batch gathered from the device-resident dataset, run as one
+`lax.scan` inside the compiled step, then one generator step. Sign
+convention of the reference: the critic minimises D(real) - D(fake) (its
+output is high for fakes), the generator minimises D(G(z)).
+
+- `loss="wgan"`: RMSProp for both nets; before every critic step every critic
+  parameter (BatchNorm scale and bias included) is clipped to [-clip, clip].
+- `loss="wgan_gp"`: Adam(b1=0, b2=0.9), no clipping, no BatchNorm in the
+  critic, penalty `gp_weight * (||grad D(x_hat)|| - 1)^2` on random
+  interpolates of real and fake images.
+
+The critic's BatchNorm runs in training mode on separate real and fake
+passes, as in the reference. Samples are drawn with the generator in
+training mode too (batch statistics of the sample batch), as the reference
+draws its grids.
+"""
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxgan import parallel
+from jaxgan.classifier import compute_dtype
+from jaxgan.data import load_gan_images
+from jaxgan.errors import ConfigError
+from jaxgan.images import from_uint8, make_grid, to_uint8
+from jaxgan.loop import Task
+from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator, check_isize
+
+LOSSES = ("wgan", "wgan_gp")
+
+
+class GANState(flax.struct.PyTreeNode):
+  step: jax.Array  # generator iterations done
+  g_params: Any
+  g_stats: Any
+  g_opt: Any
+  d_params: Any
+  d_stats: Any
+  d_opt: Any
+  rng: jax.Array
+
+
+def n_critic(gen_iter: int, config) -> int:
+  """Critic steps before generator iteration `gen_iter` (the reference schedule).
+
+  `critic_iters_boost` (100) while gen_iter < `critic_warmup_iters` (25) and at
+  every `critic_boost_every`-th (500th) iteration, else `critic_iters` (5).
+  """
+  if gen_iter < config.critic_warmup_iters or gen_iter % config.critic_boost_every == 0:
+    return config.critic_iters_boost
+  return config.critic_iters
+
+
+def critic_batches_before(gen_iter: int, config) -> int:
+  """Real batches consumed by generator iterations [0, gen_iter): where the data stands."""
+  warm, every = config.critic_warmup_iters, config.critic_boost_every
+  ceil = lambda a: -(-a // every)
+  boosted = min(gen_iter, warm) + max(0, ceil(gen_iter) - ceil(warm)) if gen_iter > 0 else 0
+  return boosted * config.critic_iters_boost + (gen_iter - boosted) * config.critic_iters
+
+
+def clip_params(params, c: float):
+  """Clip every leaf to [-c, c] (the WGAN Lipschitz constraint)."""
+  return jax.tree_util.tree_map(lambda p: jnp.clip(p, -c, c), params)
+
+
+def gradient_penalty(critic, real, fake, key):
+  """mean over examples of (||d critic(x_hat) / d x_hat|| - 1)^2, x_hat = e real + (1-e) fake."""
+  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+  x_hat = eps * real + (1 - eps) * fake
+  grads = jax.grad(lambda x: critic(x).sum())(x_hat)
+  norms = jnp.sqrt(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, real.ndim))) + 1e-12)
+  return jnp.mean((norms - 1.0) ** 2)
+
+
+def make_optimizers(config):
+  """(generator, critic) optimisers: PyTorch-equivalent RMSProp, or Adam(0, 0.9) for GP."""
+  if config.loss == "wgan":
+    make = lambda lr: optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
+  else:
+    make = lambda lr: optax.adam(lr, b1=0.0, b2=0.9)
+  return make(config.lr_g), make(config.lr_d)
+
+
+class WGANTask(Task):
+  throughput_unit = "gen_iters"
+  units_per_step = 1
+  progress_keys = ("loss_d", "loss_g", "d_real", "d_fake")
+
+  def __init__(self, config, devices, train: bool = True):
+    if config.loss not in LOSSES:
+      raise ConfigError(f"--config.loss={config.loss!r}: use one of {LOSSES}")
+    try:
+      check_isize(config.image_size)
+    except ValueError as e:
+      raise ConfigError(f"--config.image_size: {e}") from None
+    for field in ("critic_iters", "critic_iters_boost", "critic_boost_every"):
+      if config[field] < 1:
+        raise ConfigError(f"--config.{field} must be >= 1, got {config[field]}")
+    self.config = config
+    self.devices = list(devices)
+    self.num_local = len(self.devices)
+    self.gp = config.loss == "wgan_gp"
+    dtype = compute_dtype(config.dtype)
+    m = config.model
+    self.nz = m.nz
+    self.generator = DCGANGenerator(config.image_size, m.nz, 3, m.ngf, m.n_extra_layers,
+                                    upsample=m.upsample, axis_name=parallel.AXIS, dtype=dtype)
+    self.critic = DCGANCritic(config.image_size, 3, m.ndf, m.n_extra_layers,
+                              batch_norm=not self.gp, axis_name=parallel.AXIS, dtype=dtype)
+    self.g_tx, self.d_tx = make_optimizers(config)
+    self.local_batch = config.batch_size // jax.process_count()
+    self.device_batch = self.local_batch // self.num_local
+    self.steps_per_epoch = config.iters_per_epoch
+    self.num_epochs = config.num_epochs
+    self.fixed_noise = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
+                                         (config.num_grid_samples, m.nz))
+    self._sampler = self.generator.clone(axis_name=None)  # sampling runs outside pmap
+    self._sample = jax.jit(self._generate)
+    if train:
+      images = load_gan_images(config)
+      self.num_images = len(images)
+      self.batches_per_epoch = len(images) // self.local_batch
+      if self.batches_per_epoch == 0:
+        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
+                          f"{len(images)} training images this process has; lower it.")
+      self.images = parallel.replicate(images, self.devices)
+      self._orders = {}
+
+  # ---- state -------------------------------------------------------------
+  def init_state(self, rng):
+    size = self.config.image_size
+    kg, kd, rng = jax.random.split(rng, 3)
+
+    @jax.jit
+    def init():
+      g = self.generator.init(kg, jnp.zeros((2, self.nz)), train=False)
+      d = self.critic.init(kd, jnp.zeros((2, size, size, 3)), train=False)
+      return g, d
+
+    g, d = init()
+    return GANState(step=jnp.zeros((), jnp.int32), g_params=g["params"],
+                    g_stats=g.get("batch_stats", {}), g_opt=self.g_tx.init(g["params"]),
+                    d_params=d["params"], d_stats=d.get("batch_stats", {}),
+                    d_opt=self.d_tx.init(d["params"]), rng=rng)
+
+  def describe(self):
+    c = self.config
+    return (f"{'WGAN-GP' if self.gp else 'WGAN'} {c.image_size}x{c.image_size} on {c.dataset} "
+            f"({self.num_images} images), batch {c.batch_size}, {c.dtype}, "
+            f"an epoch here = {self.steps_per_epoch} generator iterations")
+
+  # ---- data --------------------------------------------------------------
+  def _order(self, data_epoch: int) -> np.ndarray:
+    if data_epoch not in self._orders:
+      rng = np.random.default_rng([self.config.seed, data_epoch, jax.process_index()])
+      self._orders = {data_epoch: rng.permutation(self.num_images)}
+    return self._orders[data_epoch]
+
+  def train_batch(self, step):
+    """Indices of the n_critic real batches of generator iteration `step`, per device."""
+    first = critic_batches_before(step, self.config)
+    rows = []
+    for k in range(first, first + n_critic(step, self.config)):
+      epoch, pos = divmod(k, self.batches_per_epoch)
+      rows.append(self._order(epoch)[pos * self.local_batch:(pos + 1) * self.local_batch])
+    index = np.stack(rows).astype(np.int32)  # (n_critic, local batch)
+    index = index.reshape(len(rows), self.num_local, self.device_batch).transpose(1, 0, 2)
+    return {"images": self.images, "index": parallel.put_per_device(index, self.devices)}
+
+  # ---- training ----------------------------------------------------------
+  def _critic_fn(self, params, stats):
+    """D as a function of images (stats updates dropped): for the penalty and G's loss."""
+    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    return lambda x: self.critic.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+
+  def _keys(self, rng):
+    """(critic key, generator key) of one generator iteration, this device's own."""
+    return jax.random.split(parallel.device_rng(rng))
+
+  def critic_update(self, state, images, idx, key):
+    """One critic step on the real batch `images[idx]`; returns (state, metrics)."""
+    config = self.config
+    d_params = state.d_params if self.gp else clip_params(state.d_params, config.clip)
+    k_z, k_gp = jax.random.split(key)
+    real = from_uint8(images[idx])
+    fake = self.generator.apply({"params": state.g_params, "batch_stats": state.g_stats},
+                                jax.random.normal(k_z, (idx.shape[0], self.nz)), train=True,
+                                mutable=["batch_stats"])[0]
+    fake = jax.lax.stop_gradient(fake)
+
+    def loss_fn(params):
+      if self.gp:
+        d_real = self.critic.apply({"params": params}, real, train=True)
+        d_fake = self.critic.apply({"params": params}, fake, train=True)
+        penalty = gradient_penalty(self._critic_fn(params, None), real, fake, k_gp)
+        new_stats = state.d_stats
+      else:  # separate real and fake passes through BatchNorm, as in the reference
+        d_real, upd = self.critic.apply({"params": params, "batch_stats": state.d_stats}, real,
+                                        train=True, mutable=["batch_stats"])
+        d_fake, upd = self.critic.apply({"params": params, "batch_stats": upd["batch_stats"]},
+                                        fake, train=True, mutable=["batch_stats"])
+        penalty, new_stats = 0.0, upd["batch_stats"]
+      loss = d_real.mean() - d_fake.mean() + config.gp_weight * penalty
+      return loss, (new_stats, {"loss_d": loss, "d_real": d_real.mean(), "d_fake": d_fake.mean()})
+
+    (_, (d_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+    grads, metrics = parallel.mean((grads, metrics))
+    updates, d_opt = self.d_tx.update(grads, state.d_opt, d_params)
+    return state.replace(d_params=optax.apply_updates(d_params, updates), d_stats=d_stats,
+                         d_opt=d_opt), metrics
+
+  def generator_update(self, state, batch_size, key):
+    """One generator step against the current critic; counts a generator iteration."""
+    critic = self._critic_fn(state.d_params, state.d_stats)
+
+    def loss_fn(params):
+      fake, upd = self.generator.apply({"params": params, "batch_stats": state.g_stats},
+                                       jax.random.normal(key, (batch_size, self.nz)), train=True,
+                                       mutable=["batch_stats"])
+      return critic(fake).mean(), upd["batch_stats"]
+
+    (loss_g, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    grads, loss_g = parallel.mean((grads, loss_g))
+    updates, g_opt = self.g_tx.update(grads, state.g_opt, state.g_params)
+    return state.replace(step=state.step + 1, g_params=optax.apply_updates(state.g_params, updates),
+                         g_stats=g_stats, g_opt=g_opt), {"loss_g": loss_g}
+
+  def train_step(self, state, batch, rng):
+    """A whole generator iteration in one program: critic steps under lax.scan."""
+    k_critic, k_gen = self._keys(rng)
+    images, index = batch["images"], batch["index"]
+
+    def body(state, xs):
+      k, idx = xs
+      return self.critic_update(state, images, idx, jax.random.fold_in(k_critic, k))
+
+    state, critic_metrics = jax.lax.scan(body, state, (jnp.arange(index.shape[0]), index))
+    # The reference reports the last critic step of the iteration.
+    metrics = {k: v[-1] for k, v in critic_metrics.items()}
+    state, g_metrics = self.generator_update(state, index.shape[1], k_gen)
+    return state, {**metrics, **g_metrics}
+
+  def critic_loop(self) -> str:
+    mode = self.config.get("critic_loop", "auto")
+    if mode == "auto":  # XLA:CPU runs convolutions inside loops without its fast kernels
+      return "dispatch" if self.devices[0].platform == "cpu" else "scan"
+    if mode not in ("scan", "dispatch"):
+      raise ConfigError(f"--config.critic_loop={mode!r}: use auto, scan or dispatch")
+    return mode
+
+  def compile_step(self, devices):
+    """`scan`: one program per generator iteration. `dispatch`: one compiled call per
+    critic step, queued without waiting (the data is on the devices either way).
+    Both give the same result for the same seed."""
+    if self.critic_loop() == "scan":
+      return super().compile_step(devices)
+
+    def critic_fn(state, batch, k):
+      k_critic, _ = self._keys(jax.random.fold_in(state.rng, state.step))
+      return self.critic_update(state, batch["images"], batch["index"][k],
+                                jax.random.fold_in(k_critic, k))
+
+    def generator_fn(state, batch):
+      _, k_gen = self._keys(jax.random.fold_in(state.rng, state.step))
+      return self.generator_update(state, batch["index"].shape[1], k_gen)
+
+    p_critic = parallel.pmap_step(critic_fn, devices)
+    p_generator = parallel.pmap_step(generator_fn, devices)
+    ks = []
+
+    def step(state, batch):
+      n = batch["index"].shape[1]
+      while len(ks) < n:
+        ks.append(parallel.replicate(np.int32(len(ks)), devices))
+      for k in range(n):
+        state, metrics = p_critic(state, batch, ks[k])
+      state, g_metrics = p_generator(state, batch)
+      return state, {**metrics, **g_metrics}
+
+    return step
+
+  # ---- samples -----------------------------------------------------------
+  def _generate(self, g_params, g_stats, noise):
+    return self._sampler.apply({"params": g_params, "batch_stats": g_stats}, noise, train=True,
+                                mutable=["batch_stats"])[0]
+
+  def generate(self, state, noise) -> np.ndarray:
+    """uint8 samples of an unreplicated or replicated (first device) state."""
+    g_params, g_stats = state.g_params, state.g_stats
+    if self.is_replicated(state):
+      g_params, g_stats = jax.tree_util.tree_map(lambda x: x[0], (g_params, g_stats))
+    out = [self._sample(g_params, g_stats, noise[i:i + 256]) for i in range(0, len(noise), 256)]
+    return to_uint8(np.concatenate([np.asarray(o) for o in out]))
+
+  @staticmethod
+  def is_replicated(state) -> bool:
+    return np.ndim(state.step) == 1
+
+  def periodic_outputs(self, state, step, writer):
+    grid = make_grid(self.generate(state, self.fixed_noise))
+    writer.write_image(step, "samples", grid, f"samples/step_{step:07d}.png")
+
+
+def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -1) -> dict:
+  """Sample a trained WGAN: `<workdir>/samples.png` (grid) and `samples.npz` (uint8)."""
+  import json
+  from jaxgan.checkpoint import Checkpointer
+  from jaxgan.errors import WorkdirError
+  from jaxgan.images import save_png
+  from jaxgan.loop import load_config
+  config = load_config(workdir)
+  ckpt = Checkpointer(workdir)
+  step = ckpt.latest_step()
+  if step is None:
+    raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
+                       f"--workdir {workdir}")
+  task = WGANTask(config, parallel.local_devices(num_devices), train=False)
+  state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
+  ckpt.close()
+  noise = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (num_samples, task.nz))
+  samples = task.generate(state, noise)
+  result = {"workdir": os.path.abspath(workdir), "step": int(step),
+            "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
+            "grid": os.path.join(workdir, "samples.png")}
+  if jax.process_index() == 0:
+    np.savez_compressed(result["samples"], images=samples)
+    save_png(result["grid"], make_grid(samples[:64]))
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
