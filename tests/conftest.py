@@ -64,6 +64,11 @@ def tiny_config(dataset, cache_dir="none", **overrides):
   config.eval_batch_size = 8
   config.num_epochs = 2
   config.log_every_steps = 2
+  return set_fields(config, overrides)
+
+
+def set_fields(config, overrides):
+  """Set config fields from keyword overrides; `a__b=v` sets config.a.b."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.replace("__", ".").split(".")
@@ -71,3 +76,28 @@ def tiny_config(dataset, cache_dir="none", **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def tiny_wgan_config(dataset, **overrides):
+  """A 16x16 WGAN with 8-channel nets, short critic schedule, 1 device, quiet."""
+  from configs import wgan_cifar10
+  config = wgan_cifar10.get_config()
+  config.dataset = dataset
+  config.cache_dir = "none"
+  config.image_size = 16
+  config.model.ngf = 8
+  config.model.ndf = 8
+  config.model.nz = 8
+  config.batch_size = 8
+  config.critic_iters = 2
+  config.critic_iters_boost = 4
+  config.critic_warmup_iters = 2
+  config.critic_boost_every = 5
+  config.iters_per_epoch = 4
+  config.num_epochs = 2
+  config.num_devices = 1
+  config.progress_bar = False
+  config.log_every_steps = 1
+  config.sample_every_steps = 4
+  config.num_grid_samples = 16
+  return set_fields(config, overrides)
