@@ -14,6 +14,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by train.py."
 _DATASET = flags.DEFINE_string("dataset", None, "Override the dataset (e.g. if it moved).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (global).")
 _DEVICES = flags.DEFINE_integer("num_devices", -1, "Local devices to use (-1: all).")
+_SAMPLES = flags.DEFINE_integer("num_samples", 1000, "GAN samples to draw.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -25,10 +26,14 @@ def main(argv):
   from jaxgan.experiment import evaluate
   try:
     result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
-                      eval_batch_size=_BATCH.value)
+                      eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if "samples" in result:
+    print(f"step {result['step']}: {result['num_samples']} samples in {result['samples']}, "
+          f"grid {result['grid']}")
+    return
   print(f"step {result['step']} on {result['dataset']} ({result['split']}, "
         f"{result['num_examples']} images)")
   print(f"accuracy {result['accuracy']:.4f}  with flip TTA {result['accuracy_flip_tta']:.4f}  "

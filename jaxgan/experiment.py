@@ -77,14 +77,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return run(task, config, workdir, devices)
 
 
-def evaluate(workdir: str, **kwargs) -> dict:
-  """Evaluate the latest checkpoint of `workdir` (see classifier.evaluate_workdir)."""
+def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
+             eval_batch_size: int | None = None, num_samples: int = 1000) -> dict:
+  """Evaluate the latest checkpoint of `workdir`; writes `<workdir>/eval.json`.
+
+  Classifier: test accuracy (plain, flip TTA), loss, per class (`dataset`,
+  `eval_batch_size` override the saved config). WGAN: `num_samples` samples
+  to samples.npz and a grid to samples.png.
+  """
   from jaxgan.loop import load_config
   task = load_config(workdir).get("task", "classifier")
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
-    return evaluate_workdir(workdir, **kwargs)
+    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices,
+                            eval_batch_size=eval_batch_size)
   if task == "wgan":
     from jaxgan.wgan import evaluate_workdir
-    return evaluate_workdir(workdir, **kwargs)
+    return evaluate_workdir(workdir, num_samples=num_samples, num_devices=num_devices)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
