@@ -53,6 +53,11 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
 
+  def restore_meta(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    return dict(self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"])
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

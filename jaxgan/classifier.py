@@ -271,25 +271,18 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
   Writes and returns `<workdir>/eval.json`: test accuracy with and without
   flip TTA, loss, and per-class accuracy.
   """
-  from jaxgan.checkpoint import Checkpointer
-  from jaxgan.errors import WorkdirError
-  from jaxgan.loop import load_config
-  config = load_config(workdir)
-  with config.unlocked():
-    if dataset:
-      config.dataset = dataset
-    if eval_batch_size:
-      config.eval_batch_size = eval_batch_size
-  ckpt = Checkpointer(workdir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
-                       f"--workdir {workdir}")
-  meta = ckpt.manager.restore(step, args=_meta_args())["meta"]
+  from jaxgan.loop import restore_latest
   devices = parallel.local_devices(num_devices)
-  task = ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
-  state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
-  ckpt.close()
+
+  def build(config, meta):
+    with config.unlocked():
+      if dataset:
+        config.dataset = dataset
+      if eval_batch_size:
+        config.eval_batch_size = eval_batch_size
+    return ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
+
+  config, task, state, step = restore_latest(workdir, build)
   c = task.eval_counts(parallel.replicate(state, devices))
   n = c["total"].sum()
   per_class = {name: float(c["correct"][i] / max(c["total"][i], 1))
@@ -306,8 +299,3 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(result, f, indent=2)
   return result
-
-
-def _meta_args():
-  import orbax.checkpoint as ocp
-  return ocp.args.Composite(meta=ocp.args.JsonRestore())

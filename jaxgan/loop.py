@@ -117,6 +117,26 @@ def load_config(workdir: str):
     return ml_collections.ConfigDict(json.load(f))
 
 
+def restore_latest(workdir: str, build_task: Callable) -> tuple:
+  """For evaluation: (config, task, state, step) of a workdir's latest checkpoint.
+
+  `build_task(config, meta)` makes the task from the saved config and the
+  checkpoint's metadata; the state is unreplicated.
+  """
+  config = load_config(workdir)
+  ckpt = Checkpointer(workdir)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
+                         f"--workdir {workdir}")
+    task = build_task(config, ckpt.restore_meta(step))
+    state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
+  finally:
+    ckpt.close()
+  return config, task, state, step
+
+
 def _mean_metrics(history: list) -> dict:
   """Average a list of per-step replicated metric dicts (one device fetch)."""
   history = jax.device_get(history)

@@ -313,19 +313,11 @@ class WGANTask(Task):
 def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -1) -> dict:
   """Sample a trained WGAN: `<workdir>/samples.png` (grid) and `samples.npz` (uint8)."""
   import json
-  from jaxgan.checkpoint import Checkpointer
-  from jaxgan.errors import WorkdirError
   from jaxgan.images import save_png
-  from jaxgan.loop import load_config
-  config = load_config(workdir)
-  ckpt = Checkpointer(workdir)
-  step = ckpt.latest_step()
-  if step is None:
-    raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
-                       f"--workdir {workdir}")
-  task = WGANTask(config, parallel.local_devices(num_devices), train=False)
-  state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
-  ckpt.close()
+  from jaxgan.loop import restore_latest
+  devices = parallel.local_devices(num_devices)
+  config, task, state, step = restore_latest(
+      workdir, lambda config, meta: WGANTask(config, devices, train=False))
   noise = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (num_samples, task.nz))
   samples = task.generate(state, noise)
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
