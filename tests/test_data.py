@@ -160,3 +160,32 @@ def test_unknown_tfds_name_suggests_close_names():
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(DatasetError, match="unknown TFDS dataset 'cifar1O'.*cifar10"):
     load_classification_data(tiny_config("cifar1O", image_size=32))
+
+
+def test_gan_images_from_a_flat_folder_an_archive_and_a_train_subfolder(tmp_path, image_folder):
+  from PIL import Image
+  from conftest import tiny_wgan_config
+  from jaxgan.data import load_gan_images
+  flat = tmp_path / "flat"
+  flat.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(5):  # no class folders at all; sizes differ
+    Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(flat / f"{i}.png")
+  images = load_gan_images(tiny_wgan_config(str(flat)))
+  assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+  # A classification layout: only train/ is read (36 images, not 36 + 12).
+  assert load_gan_images(tiny_wgan_config(image_folder, image_size=8)).shape == (36, 8, 8, 3)
+  archive = str(tmp_path / "imgs.tar")
+  with tarfile.open(archive, "w") as tar:
+    tar.add(str(flat), arcname="faces")
+  np.testing.assert_array_equal(load_gan_images(tiny_wgan_config(archive)), images)
+
+
+def test_gan_images_from_tfds_are_resized_and_cropped(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from conftest import tiny_wgan_config
+  from jaxgan.data import load_gan_images
+  with tfds.testing.mock_data(num_examples=10):
+    images = load_gan_images(tiny_wgan_config("cifar10", image_size=16,
+                                              tfds_data_dir=str(tmp_path)))
+  assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8

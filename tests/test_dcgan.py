@@ -104,10 +104,15 @@ def test_generator_output_is_in_range_and_resize_variant_works():
 
 @pytest.mark.parametrize("isize", [0, 24, 40, 8])
 def test_isize_not_a_multiple_of_16_is_a_clear_error(isize):
+  with pytest.raises(ValueError, match=f"isize={isize}: .*multiple of 16"):
+    DCGANGenerator(isize, 10, 3, 8)
   with pytest.raises(ValueError, match="multiple of 16"):
-    DCGANGenerator(isize, 10, 3, 8).init(jax.random.PRNGKey(0), jnp.zeros((1, 10)))
-  with pytest.raises(ValueError, match="multiple of 16"):
-    DCGANCritic(isize, 3, 8).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    DCGANCritic(isize, 3, 8)
+
+
+def test_public_api_names():
+  import jaxgan.models as m
+  assert m.DCGANGenerator is DCGANGenerator and m.DCGANCritic is DCGANCritic
 
 
 def test_critic_without_batchnorm_has_no_batch_stats():

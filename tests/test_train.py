@@ -165,3 +165,22 @@ def test_unwritable_workdir_is_a_clear_error(image_folder, tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(WorkdirError, match="cannot write to the workdir"):
     experiment.train_and_evaluate(tiny_config(image_folder), str(blocker / "run"))
+
+
+def test_wide_resnet_recipe_trains_through_the_same_loop(image_folder, tmp_path):
+  from configs import wrn22_cifar10
+  from conftest import set_fields
+  config = wrn22_cifar10.get_config()
+  set_fields(config, dict(dataset=image_folder, cache_dir="none", image_size=8, augment__pad=2,
+                          num_devices=1, batch_size=8, eval_batch_size=8, num_epochs=1,
+                          progress_bar=False, log_every_steps=1, model__stem=4,
+                          model__widths=(8, 8, 16), model__blocks_per_group=1))
+  workdir = str(tmp_path / "wrn")
+  result = experiment.train_and_evaluate(config, workdir)
+  assert result["step"] == 4 and np.isfinite(result["train"]["loss"])
+  from jaxgan.schedules import clr
+  lr_fn, mom_fn = clr(4, 1.3, 50, 15, (0.95, 0.85))
+  logged = [r for r in read_metrics(workdir) if "lr" in r]
+  for r in logged:  # the DAWNBench use_clr schedule drives the optimiser
+    assert r["lr"] == pytest.approx(float(lr_fn(r["step"] - 1)), rel=1e-5)
+    assert r["momentum"] == pytest.approx(float(mom_fn(r["step"] - 1)), rel=1e-5)

@@ -168,3 +168,16 @@ def test_bad_wgan_settings_are_clear_errors(gan_folder, tmp_path):
     experiment.train_and_evaluate(tiny_wgan_config(gan_folder, loss="hinge"), str(tmp_path / "b"))
   with pytest.raises(ConfigError, match="clip must be positive"):
     experiment.train_and_evaluate(tiny_wgan_config(gan_folder, clip=0.0), str(tmp_path / "c"))
+
+
+def test_bfloat16_compute_keeps_float32_state(gan_folder):
+  config = tiny_wgan_config(gan_folder, dtype="bfloat16")
+  task = experiment.build_task(config, jax.local_devices()[:1])
+  step = task.compile_step(task.devices)
+  state, metrics = step(parallel.replicate(task.init_state(jax.random.PRNGKey(0)), task.devices),
+                        task.train_batch(0))
+  dtypes = {x.dtype for x in jax.tree_util.tree_leaves(
+      (state.g_params, state.d_params, state.g_opt, state.d_opt)) if x.dtype.kind == "f"}
+  assert dtypes == {np.dtype("float32")}
+  assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+  assert task.generate(state, task.fixed_noise[:4]).dtype == np.uint8

@@ -1,5 +1,7 @@
 """Flax Linen models, one file per family."""
 from jaxgan.models.darknet import ConvLayer, Darknet, ResLayer, WideResNet
-from jaxgan.models.layers import count_params
+from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator
+from jaxgan.models.layers import count_params, torch_conv_transpose
 
-__all__ = ["ConvLayer", "Darknet", "ResLayer", "WideResNet", "count_params"]
+__all__ = ["ConvLayer", "Darknet", "ResLayer", "WideResNet", "DCGANGenerator", "DCGANCritic",
+           "count_params", "torch_conv_transpose"]

@@ -54,6 +54,10 @@ class DCGANGenerator(nn.Module):
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
+  def __post_init__(self):
+    check_isize(self.isize)  # fail at construction, not at the first call
+    super().__post_init__()
+
   def _up(self, features):
     init = dict(use_bias=False, dtype=self.dtype, kernel_init=dcgan_normal_init())
     if self.upsample == "deconv":
@@ -76,7 +80,6 @@ class DCGANGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, z, train: bool = True):
-    check_isize(self.isize)
     widths = generator_widths(self.isize, self.ngf)
     init = dict(use_bias=False, dtype=self.dtype, kernel_init=dcgan_normal_init())
     x = z.reshape(z.shape[0], 1, 1, -1).astype(self.dtype)
@@ -107,9 +110,12 @@ class DCGANCritic(nn.Module):
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
+  def __post_init__(self):
+    check_isize(self.isize)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, train: bool = True):
-    check_isize(self.isize)
     init = dict(use_bias=False, dtype=self.dtype, kernel_init=dcgan_normal_init())
 
     def block(x, features, k, stride, bn=True):
