@@ -18,12 +18,12 @@ import numpy as np
 import optax
 
 from jaxgan import parallel, schedules
-from jaxgan.data import augment, load_classification_data
+from jaxgan.data import augment, epoch_permutation, load_classification_data
 from jaxgan.errors import ConfigError
 from jaxgan.loop import Task
 from jaxgan.models import Darknet, WideResNet, count_params
+from jaxgan.models.layers import compute_dtype
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MODELS = {"darknet": Darknet, "wrn": WideResNet}
 
 
@@ -33,13 +33,6 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
-
-
-def compute_dtype(name: str):
-  try:
-    return DTYPES[name]
-  except KeyError:
-    raise ConfigError(f"--config.dtype={name!r} is not supported; use one of {sorted(DTYPES)}")
 
 
 def build_model(model_config, num_classes: int, dtype=jnp.float32, axis_name=None) -> nn.Module:
@@ -163,8 +156,8 @@ class ClassifierTask(Task):
   # ---- training ----------------------------------------------------------
   def epoch_order(self, epoch: int) -> np.ndarray:
     """This process's example order for `epoch`: (steps, local batch) indices."""
-    rng = np.random.default_rng([self.config.seed, epoch, jax.process_index()])
-    perm = rng.permutation(self.n_train)[:self.steps_per_epoch * self.local_batch]
+    perm = epoch_permutation(self.config.seed, epoch, self.n_train)
+    perm = perm[:self.steps_per_epoch * self.local_batch]
     return perm.reshape(self.steps_per_epoch, self.local_batch).astype(np.int32)
 
   def train_batch(self, step):

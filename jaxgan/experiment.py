@@ -4,6 +4,7 @@ import jax
 from jaxgan import parallel
 from jaxgan.data.augment import PAD_MODES
 from jaxgan.errors import ConfigError
+from jaxgan.models.layers import COMPUTE_DTYPES
 from jaxgan.loop import prepare_workdir, run
 
 
@@ -23,6 +24,8 @@ def validate_config(config, num_devices_total: int) -> None:
   _check(config.num_train_steps == -1 or config.num_train_steps >= 1,
          f"--config.num_train_steps must be -1 (from epochs) or >= 1, got "
          f"{config.num_train_steps}")
+  _check(config.dtype in COMPUTE_DTYPES,
+         f"--config.dtype={config.dtype!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}")
   _check(config.image_size >= 1, f"--config.image_size must be >= 1, got {config.image_size}")
   _check(config.log_every_steps >= 1,
          f"--config.log_every_steps must be >= 1, got {config.log_every_steps}")

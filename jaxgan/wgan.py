@@ -27,12 +27,12 @@ import numpy as np
 import optax
 
 from jaxgan import parallel
-from jaxgan.classifier import compute_dtype
-from jaxgan.data import load_gan_images
+from jaxgan.data import epoch_permutation, load_gan_images
 from jaxgan.errors import ConfigError
 from jaxgan.images import from_uint8, make_grid, to_uint8
 from jaxgan.loop import Task
 from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator, check_isize
+from jaxgan.models.layers import compute_dtype
 
 LOSSES = ("wgan", "wgan_gp")
 
@@ -161,8 +161,8 @@ class WGANTask(Task):
   # ---- data --------------------------------------------------------------
   def _order(self, data_epoch: int) -> np.ndarray:
     if data_epoch not in self._orders:
-      rng = np.random.default_rng([self.config.seed, data_epoch, jax.process_index()])
-      self._orders = {data_epoch: rng.permutation(self.num_images)}
+      self._orders = {data_epoch: epoch_permutation(self.config.seed, data_epoch,
+                                                    self.num_images)}
     return self._orders[data_epoch]
 
   def train_batch(self, step):

@@ -41,6 +41,12 @@ def is_path(dataset: str) -> bool:
           or dataset.lower().endswith((".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")))
 
 
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """This process's example order for a data epoch: a function of (seed, epoch) alone,
+  so a resumed run sees the same order."""
+  return np.random.default_rng([seed, epoch, jax.process_index()]).permutation(n)
+
+
 def fixed_subset(images: np.ndarray, labels: np.ndarray, n: int):
   """The first n examples of a fixed shuffle (seed 0): class-balanced in expectation."""
   if n < 0 or n >= len(images):

@@ -54,6 +54,18 @@ def activation(name: str):
     raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """The jnp dtype of a config's `dtype` name (convolutions and matmuls run in it)."""
+  try:
+    return COMPUTE_DTYPES[name]
+  except KeyError:
+    raise ValueError(f"dtype {name!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}") \
+        from None
+
+
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
