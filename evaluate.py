@@ -5,7 +5,6 @@
 Uses the config saved in the workdir; writes <workdir>/eval.json with test
 accuracy (plain and with flip TTA), loss and per-class accuracy.
 """
-import json
 import sys
 
 from absl import app, flags, logging

@@ -8,7 +8,6 @@ maintenance mode in current JAX).
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 AXIS = "batch"
@@ -57,10 +56,6 @@ def sum(tree: PyTree) -> PyTree:  # noqa: A001 - mirrors lax.psum
 def index() -> jax.Array:
   """This device's position on the data-parallel axis (inside a pmapped step)."""
   return jax.lax.axis_index(AXIS)
-
-
-def size() -> int:
-  return jax.lax.psum(1, AXIS)
 
 
 def device_rng(rng: jax.Array) -> jax.Array:
@@ -123,7 +118,3 @@ def process_max(x: int) -> int:
     return int(x)
   from jax.experimental import multihost_utils
   return int(np.max(multihost_utils.process_allgather(np.asarray(x))))
-
-
-def is_main_process() -> bool:
-  return jax.process_index() == 0

@@ -1,5 +1,4 @@
 """A small Darknet learns real CIFAR-10 (the shared JPEG copy; skipped when absent)."""
-from conftest import tiny_config
 from jaxgan import experiment
 from jaxgan.data import folder
 
