@@ -184,3 +184,23 @@ def test_wide_resnet_recipe_trains_through_the_same_loop(image_folder, tmp_path)
   for r in logged:  # the DAWNBench use_clr schedule drives the optimiser
     assert r["lr"] == pytest.approx(float(lr_fn(r["step"] - 1)), rel=1e-5)
     assert r["momentum"] == pytest.approx(float(mom_fn(r["step"] - 1)), rel=1e-5)
+
+
+def test_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(image_folder, tmp_path):
+  from jaxgan.errors import NonFiniteLossError
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(tiny_config(image_folder, num_train_steps=4), workdir)
+  assert Checkpointer(workdir).all_steps() == [4]
+  # Resume the same run with an absurd learning rate: the loss overflows.
+  with pytest.raises(NonFiniteLossError,
+                     match=r"loss became (nan|inf) between steps 4 and 6.*checkpoint \(step 4\) is kept"):
+    experiment.train_and_evaluate(tiny_config(image_folder, learning_rate=1e30, weight_decay=1e30),
+                                  workdir)
+  assert Checkpointer(workdir).all_steps() == [4]
+
+
+def test_periodic_work_helper():
+  from jaxgan.loop import is_due
+  assert [s for s in range(1, 11) if is_due(s, 3)] == [3, 6, 9]
+  assert [s for s in range(1, 11) if is_due(s, 3, last=10)] == [3, 6, 9, 10]
+  assert not any(is_due(s, 0) for s in range(1, 5)) and is_due(4, 0, last=4)
