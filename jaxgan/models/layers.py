@@ -96,3 +96,20 @@ def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, paddi
   pad = ((lo, lo + output_padding),) * 2
   return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride),
                           padding=pad, transpose_kernel=True, **kwargs)
+
+
+def instance_norm(x, eps: float = 1e-5):
+  """InstanceNorm2d without affine parameters or running statistics (PyTorch's default).
+
+  Each image's channels are normalised over H and W; statistics in float32
+  whatever the compute dtype.
+  """
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def reflect_pad(x, pad: int):
+  """PyTorch's ReflectionPad2d on NHWC (the edge pixel is not repeated)."""
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
