@@ -204,3 +204,14 @@ def test_periodic_work_helper():
   assert [s for s in range(1, 11) if is_due(s, 3)] == [3, 6, 9]
   assert [s for s in range(1, 11) if is_due(s, 3, last=10)] == [3, 6, 9, 10]
   assert not any(is_due(s, 0) for s in range(1, 5)) and is_due(4, 0, last=4)
+
+
+def test_bfloat16_training_keeps_float32_parameters_and_optimizer_state(image_folder, tmp_path):
+  workdir = str(tmp_path / "bf16")
+  result = experiment.train_and_evaluate(tiny_config(image_folder, dtype="bfloat16",
+                                                     num_train_steps=4), workdir)
+  assert np.isfinite(result["train"]["loss"]) and np.isfinite(result["eval"]["loss"])
+  state, _ = Checkpointer(workdir).restore(None)
+  floats = {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(state)
+            if np.asarray(x).dtype.kind == "f"}
+  assert floats == {np.dtype("float32")}
