@@ -4,7 +4,6 @@ TensorFlow is hidden from the GPUs (it would otherwise reserve their memory),
 and paths whose data is already on disk never import it.
 """
 import difflib
-import os
 import socket
 
 import numpy as np
@@ -71,7 +70,7 @@ def _dataset(name: str, split: str, data_dir: str | None, download: bool):
       raise DatasetError(f"TFDS dataset {name!r} is not prepared in {b.data_dir} and "
                          f"downloading is off (--config.download=False). {_LOCAL_COPY_HELP}")
     if not _internet_reachable():
-      raise DatasetError(f"TFDS dataset {name!r} is not in {os.path.dirname(b.data_dir)} and "
+      raise DatasetError(f"TFDS dataset {name!r} is not prepared in {b.data_dir} and "
                          f"the internet cannot be reached to download it. {_LOCAL_COPY_HELP}")
     b.download_and_prepare()
     ds = b.as_dataset(split=split)
