@@ -4,12 +4,15 @@
     python benchmarks/train_throughput.py --preset small       # Darknet((1, 1), nf=16)
     python benchmarks/train_throughput.py --preset wgan64 --batch_sizes 64   # gen iters/s
     python benchmarks/train_throughput.py --batch_sizes 256,512 --dtypes bfloat16,float32
+    python benchmarks/train_throughput.py --preset cyclegan --batch_sizes 1 --dtypes float32
 
 The timed step is the real one on random uint8 data held on the devices:
 for classifiers gather, crop/flip, normalise, forward, backward, sync, SGD
 update (images/s); for the WGAN presets one generator iteration of the
 steady-state schedule (5 critic steps on fresh real batches + 1 generator
-step, generator iterations/s). Compile time is reported apart. Prints a
+step, generator iterations/s); for CycleGAN one reference iteration (crop and
+flip, both generators' step, pools, both discriminators' step; iterations/s,
+the reference's s/iteration is 1 / that). Compile time is reported apart. Prints a
 table and writes JSON with the device and software versions.
 """
 import argparse
@@ -29,6 +32,8 @@ PRESETS = {
     # WGAN steps past the 100-critic-step warm-up, where iterations have 5 critic steps.
     "wgan64": ("wgan_lsun_bedroom", {}, 26),
     "wgan32": ("wgan_cifar10", {}, 26),
+    # The reference CycleGAN: two 9-block generators, two PatchGANs, 256x256 crops of 286.
+    "cyclegan": ("cyclegan_horse2zebra", {}, 0),
 }
 
 
@@ -38,7 +43,7 @@ def config_for(preset, batch_size, dtype, num_devices):
   config = importlib.import_module(f"configs.{module}").get_config()
   config.model.update(model)
   config.dataset = "fake"
-  config.train_subset = max(16 * batch_size, 2048)
+  config.train_subset = max(16 * batch_size, 2048 if config.get("task") != "cyclegan" else 64)
   if "eval_subset" in config:
     config.eval_subset = 64
   config.batch_size = batch_size

@@ -176,7 +176,7 @@ class ClassifierTask(Task):
     labels = batch["data"]["labels"][index]
     aug = config.augment
     offsets, flips = augment.draw_crop_flip(rng, self.device_batch * self.num_global,
-                                            aug.pad, aug.flip)
+                                            2 * aug.pad, aug.flip)
     me = parallel.index()
     offsets = augment.take_device_rows(offsets, me, self.device_batch)
     flips = augment.take_device_rows(flips, me, self.device_batch)

@@ -61,7 +61,10 @@ def build_task(config, devices, **kwargs):
   if task == "wgan":
     from jaxgan.wgan import WGANTask
     return WGANTask(config, devices, **kwargs)
-  raise ConfigError(f"--config.task={task!r} is unknown; use 'classifier' or 'wgan'")
+  if task == "cyclegan":
+    from jaxgan.cyclegan import CycleGANTask
+    return CycleGANTask(config, devices, **kwargs)
+  raise ConfigError(f"--config.task={task!r} is unknown; use 'classifier', 'wgan' or 'cyclegan'")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -86,7 +89,8 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
 
   Classifier: test accuracy (plain, flip TTA), loss, per class (`dataset`,
   `eval_batch_size` override the saved config). WGAN: `num_samples` samples
-  to samples.npz and a grid to samples.png.
+  to samples.npz and a grid to samples.png. CycleGAN: the test domains
+  translated both ways (cycle / identity L1, translations.npz, eval.png).
   """
   from jaxgan.loop import load_config
   task = load_config(workdir).get("task", "classifier")
@@ -97,4 +101,19 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   if task == "wgan":
     from jaxgan.wgan import evaluate_workdir
     return evaluate_workdir(workdir, num_samples=num_samples, num_devices=num_devices)
+  if task == "cyclegan":
+    from jaxgan.cyclegan import evaluate_workdir
+    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
+
+
+def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
+              resize: int = 0) -> dict:
+  """Translate a folder of images with a CycleGAN workdir's latest generators."""
+  from jaxgan.loop import load_config
+  task = load_config(workdir).get("task", "classifier")
+  if task != "cyclegan":
+    raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
+                      "one (trained with configs/cyclegan_*.py)")
+  from jaxgan.cyclegan import translate_folder
+  return translate_folder(workdir, input_dir, output_dir, direction, resize)

@@ -150,8 +150,8 @@ def _mean_metrics(history: list) -> dict:
 
 def _check_finite(metrics: Mapping[str, float], first_step: int, last_step: int,
                   ckpt: Checkpointer) -> None:
-  for name, value in metrics.items():
-    if "loss" in name and not math.isfinite(value):
+  for name, value in metrics.items():  # any non-finite metric means the numbers are gone
+    if not math.isfinite(value):
       good = ckpt.latest_step()
       where = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
                if good is not None else "no checkpoint had been written yet")

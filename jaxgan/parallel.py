@@ -53,6 +53,11 @@ def sum(tree: PyTree) -> PyTree:  # noqa: A001 - mirrors lax.psum
   return jax.lax.psum(tree, AXIS)
 
 
+def gather(tree: PyTree) -> PyTree:
+  """Every device's rows, concatenated in device order (inside a pmapped step)."""
+  return jax.lax.all_gather(tree, AXIS, tiled=True)
+
+
 def index() -> jax.Array:
   """This device's position on the data-parallel axis (inside a pmapped step)."""
   return jax.lax.axis_index(AXIS)

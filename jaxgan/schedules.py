@@ -78,3 +78,23 @@ def clr(total_steps: int, peak_lr: float, div: float = 4, cut_div: float = 8,
 def constant(peak_lr: float, momentum: float = 0.9) -> tuple[Schedule, Schedule]:
   return (lambda step: jnp.full((), peak_lr, jnp.float32),
           lambda step: jnp.full((), momentum, jnp.float32))
+
+
+def constant_then_linear(value: float, constant_steps: int, decay_steps: int) -> Schedule:
+  """CycleGAN's learning rate: `value` for `constant_steps`, then linearly to zero
+  over `decay_steps` (reaching it just after the last step).
+
+  The reference steps the rate once per epoch with `1 - max(0, e + 1 - n) / (n_decay + 1)`,
+  which never reaches zero within its run; this is the plain linear decay it
+  describes, step by step.
+  """
+  if constant_steps < 0 or decay_steps < 0:
+    raise ValueError(f"steps must be >= 0, got {constant_steps} and {decay_steps}")
+
+  def lr(step):
+    i = jnp.asarray(step, jnp.float32)
+    if decay_steps == 0:
+      return jnp.full_like(i, value)
+    return value * jnp.clip((constant_steps + decay_steps - i) / decay_steps, 0.0, 1.0)
+
+  return lr

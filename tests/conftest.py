@@ -8,6 +8,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
+
+def pytest_configure(config):
+  """Tests build the same small programs many times (each run, resume and device count
+  compiles afresh): a compilation cache for the session keeps the suite fast."""
+  import tempfile
+  import jax
+  cache = os.environ.get("JAXGAN_TEST_COMPILE_CACHE") or tempfile.mkdtemp(prefix="jaxgan-xla-")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                             "cifar10-jpeg75.tar.xz")
 

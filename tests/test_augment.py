@@ -21,7 +21,7 @@ def windows(padded, h, w):
 def test_crops_come_from_the_padded_image_at_the_drawn_offset(mode):
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
-  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(3), 64, pad=2)
+  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(3), 64, max_offset=4)
   out = np.asarray(augment.crop_flip(jnp.asarray(images), offsets, flips, 2, mode))
   offsets, flips = np.asarray(offsets), np.asarray(flips)
   assert out.shape == images.shape and out.dtype == np.uint8
@@ -42,7 +42,7 @@ def test_symmetric_padding_repeats_the_edge_pixel_like_fastai():
 
 
 def test_offsets_cover_the_range_and_flips_happen_about_half_the_time():
-  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(0), 4000, pad=4)
+  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(0), 4000, max_offset=8)
   offsets, flips = np.asarray(offsets), np.asarray(flips)
   assert offsets.min() == 0 and offsets.max() == 8
   assert set(np.unique(offsets)) == set(range(9))
@@ -54,7 +54,7 @@ def test_offsets_cover_the_range_and_flips_happen_about_half_the_time():
 
 def test_no_flip_option_and_zero_pad_leave_images_unchanged():
   images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8))
-  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(0), 5, pad=0, flip=False)
+  offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(0), 5, max_offset=0, flip=False)
   np.testing.assert_array_equal(augment.crop_flip(images, offsets, flips, 0), images)
 
 
@@ -74,3 +74,16 @@ def test_device_rows_partition_the_global_draw():
   x = jnp.arange(12)
   parts = [augment.take_device_rows(x, i, 3) for i in range(4)]
   np.testing.assert_array_equal(jnp.concatenate(parts), x)
+
+
+def test_crop_without_padding_takes_the_window_at_the_offset():
+  # CycleGAN's random crop: S x S out of an L x L image, no padding.
+  images = np.random.default_rng(2).integers(0, 256, (3, 9, 9, 3), dtype=np.uint8)
+  offsets = np.array([[0, 0], [3, 1], [2, 3]])
+  flips = np.array([False, True, False])
+  out = np.asarray(augment.crop_flip(jnp.asarray(images), jnp.asarray(offsets),
+                                     jnp.asarray(flips), size=6))
+  assert out.shape == (3, 6, 6, 3)
+  for img, (r, c), f, o in zip(images, offsets, flips, out):
+    want = img[r:r + 6, c:c + 6]
+    np.testing.assert_array_equal(o, want[:, ::-1] if f else want)

@@ -67,3 +67,22 @@ def test_clr_matches_fastai_circular_lr(nb, div, cut_div):
 def test_bad_total_steps_is_an_error():
   with pytest.raises(ValueError, match="total_steps"):
     clr_beta(0, 1.0)
+
+
+def test_cyclegan_schedule_is_constant_then_linear_to_zero():
+  from jaxgan.schedules import constant_then_linear
+  spe, n, nd = 10, 100, 100  # steps per epoch, constant epochs, decay epochs
+  lr = constant_then_linear(2e-4, n * spe, nd * spe)
+  at_epoch = lambda e: float(lr(e * spe))
+  assert at_epoch(0) == pytest.approx(2e-4) and at_epoch(99) == pytest.approx(2e-4)
+  assert float(lr(n * spe - 1)) == pytest.approx(2e-4)
+  assert at_epoch(100) == pytest.approx(2e-4)  # the decay starts from the full rate
+  assert at_epoch(101) == pytest.approx(2e-4 * 99 / 100)
+  assert at_epoch(150) == pytest.approx(1e-4)
+  assert float(lr((n + nd) * spe - 1)) == pytest.approx(2e-4 / (nd * spe))  # last step
+  assert float(lr((n + nd) * spe)) == 0.0 and float(lr(10 ** 6)) == 0.0
+  # Linear inside the decay: equal drops per step.
+  steps = np.arange(n * spe, (n + nd) * spe)
+  np.testing.assert_allclose(np.diff([float(lr(s)) for s in steps[::97]]),
+                             -2e-4 * 97 / (nd * spe), rtol=1e-4)
+  assert float(constant_then_linear(1.0, 5, 0)(7)) == 1.0

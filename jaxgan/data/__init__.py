@@ -131,3 +131,47 @@ def load_gan_images(config) -> np.ndarray:
   if len(images) == 0:
     raise DatasetError(f"{dataset} has no training images for process {pi}.")
   return images
+
+
+def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  """This process's share of two unpaired image domains (CycleGAN's A and B).
+
+  uint8 (N, S, S, 3) each, S = `config.load_size` (shorter side resized,
+  centre-cropped). `config.dataset` is one of
+  - a TFDS name with one split per domain, e.g. `cycle_gan/horse2zebra` with
+    `splits=("trainA", "trainB")`;
+  - a folder or tar archive with one subfolder per domain named by `splits`
+    (the reference's `datasets/horse2zebra/trainA/...` layout);
+  - two folders or archives, `<A>,<B>`, each read whole (any layout);
+  - `fake`: random pixels (`config.train_subset` images per domain, default 64).
+  `config.train_subset` keeps the first N of a fixed shuffle of each domain.
+  """
+  dataset, size = str(config.dataset).strip(), config.load_size
+  pi, pc = jax.process_index(), jax.process_count()
+  cache = config.get("cache_dir", "")
+  cache = None if cache == "none" else cache
+  subset = config.get("train_subset", -1)
+  if not dataset:
+    raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cycle_gan/horse2zebra),"
+                       " a folder with trainA/ and trainB/, or two folders as <A>,<B>.")
+  if dataset == "fake":
+    n = 64 if subset < 0 else subset
+    domains = [fake_split(size, n, seed)[0] for seed in (0, 1)]
+  elif "," in dataset:
+    paths = [p.strip() for p in dataset.split(",")]
+    if len(paths) != 2 or not all(paths):
+      raise DatasetError(f"--config.dataset={dataset!r}: give exactly two folders, <A>,<B>.")
+    from jaxgan.data.folder import read_images
+    domains = [read_images(p, size, None, cache)[pi::pc] for p in paths]
+  elif is_path(dataset):
+    from jaxgan.data.folder import read_images
+    domains = [read_images(dataset, size, s, cache, require_subdir=True)[pi::pc] for s in splits]
+  else:
+    from jaxgan.data import tfds_source
+    domains = [tfds_source.load_images(dataset, s, size, config.get("tfds_data_dir", "") or None,
+                                       config.get("download", True)) for s in splits]
+  domains = [fixed_subset(d, np.zeros(len(d), np.int32), subset)[0] for d in domains]
+  for name, d in zip(splits, domains):
+    if len(d) == 0:
+      raise DatasetError(f"domain {name} of {dataset} has no images for process {pi}.")
+  return domains[0], domains[1]

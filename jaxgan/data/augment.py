@@ -36,17 +36,22 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def draw_crop_flip(rng: jax.Array, batch: int, pad: int, flip: bool = True):
-  """Random crop offsets in [0, 2*pad] (rows, cols) and flip decisions for `batch` images."""
+def draw_crop_flip(rng: jax.Array, batch: int, max_offset: int, flip: bool = True):
+  """Random crop offsets in [0, max_offset] (rows, cols) and flip decisions for `batch` images.
+
+  For a pad-and-crop to the same size `max_offset` is 2 * pad; for a crop of
+  size S out of L it is L - S.
+  """
   k1, k2 = jax.random.split(rng)
-  offsets = jax.random.randint(k1, (batch, 2), 0, 2 * pad + 1)
+  offsets = jax.random.randint(k1, (batch, 2), 0, max_offset + 1)
   flips = jax.random.bernoulli(k2, 0.5, (batch,)) if flip else jnp.zeros((batch,), bool)
   return offsets, flips
 
 
-def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, pad: int,
-              mode: str = "symmetric") -> jax.Array:
-  """Pad each image by `pad` pixels, crop back to its size at `offsets`, flip where asked.
+def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, pad: int = 0,
+              mode: str = "symmetric", size: int | None = None) -> jax.Array:
+  """Pad each image by `pad` pixels, crop `size` x `size` (default: the input size) at
+  `offsets`, flip horizontally where asked.
 
   `mode` follows numpy: "symmetric" repeats the edge pixel (fastai 0.7's
   cv2.BORDER_REFLECT, the notebook's default); "reflect" does not (PyTorch's
@@ -55,10 +60,12 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, pad: int,
   if mode not in PAD_MODES:
     raise ValueError(f"pad mode {mode!r} is not one of {PAD_MODES}")
   n, h, w, c = images.shape
+  out_h, out_w = (h, w) if size is None else (size, size)
   if pad > 0:
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))
-    images = jax.vmap(crop)(padded, offsets)
+    images = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+  if images.shape[1:3] != (out_h, out_w):
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (out_h, out_w, c))
+    images = jax.vmap(crop)(images, offsets)
   return jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
 
 

@@ -34,25 +34,33 @@ def default_cache_dir() -> str:
   return os.environ.get("JAXGAN_CACHE_DIR") or os.path.join(root, "jaxgan")
 
 
-def decode_image(data: bytes, image_size: int) -> np.ndarray:
-  """Decode to RGB uint8 of size image_size (shorter side resized, centre crop).
+def to_rgb(img):
+  """A PIL image as 8-bit RGB: grayscale, palette, alpha (onto white) and 16-bit converted."""
+  from PIL import Image
+  if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    arr = np.asarray(img, dtype=np.float64)
+    img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
+  if img.mode != "RGB":
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+      img = img.convert("RGBA")
+      background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+      img = Image.alpha_composite(background, img)
+    img = img.convert("RGB")
+  return img
+
+
+def decode_image(data: bytes, image_size: int | None) -> np.ndarray:
+  """Decode to RGB uint8 of size image_size (shorter side resized, centre crop);
+  `image_size=None` keeps the image's own size.
 
   Grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB.
   """
   from PIL import Image
   with Image.open(io.BytesIO(data)) as img:
     img.load()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-      arr = np.asarray(img, dtype=np.float64)
-      img = Image.fromarray(np.clip(arr / 257.0, 0, 255).astype(np.uint8))
-    if img.mode != "RGB":
-      if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-      img = img.convert("RGB")
+    img = to_rgb(img)
     w, h = img.size
-    if (w, h) != (image_size, image_size):
+    if image_size is not None and (w, h) != (image_size, image_size):
       scale = image_size / min(w, h)
       nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
       img = img.resize((nw, nh), Image.BILINEAR)
@@ -109,11 +117,14 @@ def _iter_archive(path: str, splits: Sequence[str]) -> Iterable[tuple[str, str, 
                        "complete tar archive, or unpack it and pass the folder instead.") from e
 
 
-def _iter_all(path: str, subdir: str | None) -> Iterable[tuple[str, bytes]]:
+def _iter_all(path: str, subdir: str | None, require_subdir: bool = False
+              ) -> Iterable[tuple[str, bytes]]:
   """(relative name, bytes) of every image under `path` (or its `subdir`, if it has one)."""
   if os.path.isdir(path):
-    root = os.path.join(path, subdir) if subdir and os.path.isdir(os.path.join(path, subdir)) \
-        else path
+    has_subdir = bool(subdir) and os.path.isdir(os.path.join(path, subdir))
+    if require_subdir and not has_subdir:
+      raise DatasetError(_missing_subdir(path, subdir))
+    root = os.path.join(path, subdir) if has_subdir else path
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames.sort()
       for name in sorted(filenames):
@@ -126,6 +137,8 @@ def _iter_all(path: str, subdir: str | None) -> Iterable[tuple[str, bytes]]:
       members = [m for m in tar.getmembers() if m.isfile() and _is_image_name(m.name)]
       if subdir and any(subdir in m.name.split("/")[:-1] for m in members):
         members = [m for m in members if subdir in m.name.split("/")[:-1]]
+      elif require_subdir:
+        raise DatasetError(_missing_subdir(path, subdir))
       for m in members:
         f = tar.extractfile(m)
         if f is not None:
@@ -135,13 +148,21 @@ def _iter_all(path: str, subdir: str | None) -> Iterable[tuple[str, bytes]]:
                        "complete tar archive, or unpack it and pass the folder instead.") from e
 
 
+def _missing_subdir(path: str, subdir: str) -> str:
+  return (f"{path} has no {subdir}/ folder of images. Expected the layout "
+          f"<root>/{subdir}/*.jpg (e.g. trainA/ and trainB/ for CycleGAN), or pass the two "
+          "image folders themselves as --config.dataset=<folder A>,<folder B>.")
+
+
 def read_images(path: str, image_size: int, subdir: str | None = "train",
-                cache_dir: str | None = "", num_workers: int | None = None) -> np.ndarray:
+                cache_dir: str | None = "", num_workers: int | None = None,
+                require_subdir: bool = False) -> np.ndarray:
   """Every image under `path` (a folder of images in any layout, or a tar archive).
 
   If `path` has a `subdir` folder (e.g. `train/` of a classification
-  layout), only that part is read. Returns uint8 (N, image_size, image_size, 3)
-  in sorted file order; unreadable files are skipped with a warning.
+  layout), only that part is read; with `require_subdir` it must have one.
+  Returns uint8 (N, image_size, image_size, 3) in sorted file order;
+  unreadable files are skipped with a warning.
   """
   path = os.path.expanduser(path)
   if not os.path.exists(path):
@@ -154,6 +175,7 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
   if cache_dir is not None:
     cache_dir = cache_dir or default_cache_dir()
     key = hashlib.sha1(f"{_CACHE_VERSION}:images:{_fingerprint(path)}:{image_size}:{subdir}"
+                       f"{':strict' if require_subdir else ''}"
                        .encode()).hexdigest()[:20]
     cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
     if os.path.exists(cache_file):
@@ -163,7 +185,7 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
       except Exception as e:
         logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
   names, blobs = [], []
-  for name, blob in _iter_all(path, subdir):
+  for name, blob in _iter_all(path, subdir, require_subdir):
     names.append(name)
     blobs.append(blob)
   if not blobs:

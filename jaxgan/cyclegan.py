@@ -1,0 +1,406 @@
+"""CycleGAN (Zhu et al. 2017; the lesson's cyclegan notebook, junyanz's reference).
+
+Two generators, G_A: A -> B and G_B: B -> A, and two PatchGAN
+discriminators, D_A (is this a real B?) and D_B (is this a real A?). One
+train step is one reference iteration:
+
+1. fake_B = G_A(A), rec_A = G_B(fake_B), fake_A = G_B(B), rec_B = G_A(fake_A),
+   and the identity images G_A(B), G_B(A);
+2. both generators step (one Adam) on LSGAN + cycle + identity losses, with
+   the discriminators fixed;
+3. both discriminators step (one Adam) on real images against fakes from
+   step 1 passed through the history pools.
+
+The pools live in the training state (checkpointed, reproducible from the
+seed). They are global: every device gathers the whole batch's fakes and
+runs the same pool update, so the pool and the result do not depend on how
+many devices share the batch. Instance norm is per image, so batches above
+1 and data parallelism need nothing else.
+"""
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxgan import parallel
+from jaxgan.data import augment, epoch_permutation, is_path, load_domains
+from jaxgan.errors import ConfigError, DatasetError
+from jaxgan.image_pool import ImagePool, init_pool, query_pool
+from jaxgan.images import from_uint8, make_grid, to_uint8
+from jaxgan.loop import Task
+from jaxgan.models.cyclegan import PatchDiscriminator, ResnetGenerator
+from jaxgan.models.layers import compute_dtype
+from jaxgan.schedules import constant_then_linear
+
+GAN_MODES = ("lsgan", "vanilla")
+DIRECTIONS = ("AtoB", "BtoA")
+LOSS_NAMES = ("G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B")
+
+
+class CycleGANState(flax.struct.PyTreeNode):
+  step: jax.Array
+  g_params: Any  # {"G_A": ..., "G_B": ...}
+  g_opt: Any
+  d_params: Any  # {"D_A": ..., "D_B": ...}
+  d_opt: Any
+  pool_fake_a: ImagePool  # fakes of domain A, shown to D_B
+  pool_fake_b: ImagePool  # fakes of domain B, shown to D_A
+  rng: jax.Array
+
+
+def gan_loss(scores: jax.Array, real: bool, mode: str = "lsgan") -> jax.Array:
+  """LSGAN: mean (s - 1)^2 for real, mean s^2 for fake. vanilla: BCE on logits."""
+  scores = scores.astype(jnp.float32)
+  if mode == "lsgan":
+    return jnp.mean(jnp.square(scores - (1.0 if real else 0.0)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(scores, jnp.full_like(scores, float(real))))
+
+
+def l1(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def validate(config) -> None:
+  def check(ok, message):
+    if not ok:
+      raise ConfigError(message)
+
+  check(config.gan_mode in GAN_MODES, f"--config.gan_mode={config.gan_mode!r}: use one of "
+        f"{GAN_MODES}")
+  check(config.image_size % 4 == 0 and config.image_size >= 8,
+        f"--config.image_size={config.image_size}: training crops must be a multiple of 4 and "
+        ">= 8 (the generator halves them twice); translate.py handles any size")
+  check(config.load_size >= config.image_size,
+        f"--config.load_size={config.load_size} is smaller than --config.image_size="
+        f"{config.image_size}: images are resized to load_size, then randomly cropped")
+  check(0 <= config.decay_epochs <= config.num_epochs,
+        f"--config.decay_epochs={config.decay_epochs} must be in [0, num_epochs="
+        f"{config.num_epochs}]")
+  for field in ("lambda_a", "lambda_b", "lambda_identity"):
+    check(config[field] >= 0, f"--config.{field} must be >= 0, got {config[field]}")
+  check(config.pool_size >= 0, f"--config.pool_size must be >= 0, got {config.pool_size}")
+  check(config.lr > 0, f"--config.lr must be positive, got {config.lr}")
+  check(config.model.n_blocks >= 0 and config.model.ngf >= 1 and config.model.ndf >= 1
+        and config.model.n_layers_d >= 1,
+        "--config.model: ngf, ndf and n_layers_d must be >= 1, n_blocks >= 0")
+  check(len(config.train_splits) == 2, "--config.train_splits names the two domains, e.g. "
+        "('trainA', 'trainB')")
+
+
+class CycleGANTask(Task):
+  throughput_unit = "iters"
+  units_per_step = 1
+  progress_keys = LOSS_NAMES
+
+  def __init__(self, config, devices, train: bool = True):
+    validate(config)
+    self.config = config
+    self.devices = list(devices)
+    self.num_local = len(self.devices)
+    self.num_global = self.num_local * jax.process_count()
+    self.local_batch = config.batch_size // jax.process_count()
+    self.device_batch = self.local_batch // self.num_local
+    dtype = compute_dtype(config.dtype)
+    m = config.model
+    self.generator = ResnetGenerator(m.ngf, m.n_blocks, 3, dtype=dtype)
+    self.discriminator = PatchDiscriminator(m.ndf, m.n_layers_d, dtype=dtype)
+    self.num_epochs = config.num_epochs
+    self._translate = jax.jit(lambda p, x: self.generator.apply({"params": p}, x))
+    self.steps_per_epoch = 1
+    if train:
+      a, b = load_domains(config, config.train_splits)
+      self.num_a, self.num_b = len(a), len(b)
+      # Every process must run the same number of steps: the smallest share decides.
+      longest = -parallel.process_max(-max(self.num_a, self.num_b))
+      self.steps_per_epoch = longest // self.local_batch
+      if self.steps_per_epoch == 0:
+        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
+                          f"{longest} images of the larger domain; lower it.")
+      self.grid_a = self._centre(a[:config.num_grid_samples])
+      self.grid_b = self._centre(b[:config.num_grid_samples])
+      self.images = parallel.replicate({"a": a, "b": b}, self.devices)
+      self._pairs = {}
+      schedule_steps = self.steps_per_epoch
+    else:
+      schedule_steps = 1
+    self.lr = constant_then_linear(
+        config.lr, (config.num_epochs - config.decay_epochs) * schedule_steps,
+        config.decay_epochs * schedule_steps)
+    make = lambda: optax.adam(self.lr, b1=config.beta1, b2=config.beta2)
+    self.g_tx, self.d_tx = make(), make()
+
+  def _centre(self, images: np.ndarray) -> np.ndarray:
+    """The centre image_size crop of load_size images (the grids' fixed inputs)."""
+    o = (images.shape[1] - self.config.image_size) // 2
+    return images[:, o:o + self.config.image_size, o:o + self.config.image_size]
+
+  # ---- state -------------------------------------------------------------
+  def init_state(self, rng):
+    size = self.config.image_size
+    keys = jax.random.split(rng, 5)
+
+    @jax.jit
+    def init():
+      x = jnp.zeros((1, size, size, 3))
+      g = {name: self.generator.init(k, x)["params"] for name, k in zip(("G_A", "G_B"), keys)}
+      d = {name: self.discriminator.init(k, x)["params"]
+           for name, k in zip(("D_A", "D_B"), keys[2:])}
+      return g, d
+
+    g, d = init()
+    pool = init_pool(self.config.pool_size, (size, size, 3))
+    return CycleGANState(step=jnp.zeros((), jnp.int32), g_params=g, g_opt=self.g_tx.init(g),
+                         d_params=d, d_opt=self.d_tx.init(d), pool_fake_a=pool,
+                         pool_fake_b=pool, rng=keys[4])
+
+  def describe(self):
+    c = self.config
+    return (f"CycleGAN {c.image_size}x{c.image_size} (from {c.load_size}) on {c.dataset}: "
+            f"{self.num_a} A / {self.num_b} B images, batch {c.batch_size}, {c.dtype}, "
+            f"lr {c.lr} constant for {c.num_epochs - c.decay_epochs} epochs then linear to 0 "
+            f"over {c.decay_epochs}")
+
+  def checkpoint_meta(self):
+    return {"num_a": self.num_a, "num_b": self.num_b}
+
+  # ---- data --------------------------------------------------------------
+  def _epoch_pairs(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's unaligned pairing: A in a shuffled order (wrapping round when A
+    is the smaller domain), B drawn at random; a function of (seed, epoch) alone."""
+    if epoch not in self._pairs:
+      n = self.steps_per_epoch * self.local_batch
+      order = epoch_permutation(self.config.seed, epoch, max(self.num_a, self.num_b))[:n]
+      rng = np.random.default_rng([self.config.seed, epoch, jax.process_index(), 1])
+      self._pairs = {epoch: (order % self.num_a, rng.integers(0, self.num_b, n))}
+    return self._pairs[epoch]
+
+  def train_batch(self, step):
+    epoch, pos = divmod(step, self.steps_per_epoch)
+    a, b = self._epoch_pairs(epoch)
+    rows = slice(pos * self.local_batch, (pos + 1) * self.local_batch)
+    index = np.stack([a[rows], b[rows]]).astype(np.int32)
+    index = index.reshape(2, self.num_local, self.device_batch).transpose(1, 0, 2)
+    return {"images": self.images, "index": parallel.put_per_device(index, self.devices)}
+
+  def _augment(self, images, index, key):
+    """Random image_size crop and flip of stored load_size images, scaled to [-1, 1]."""
+    c = self.config
+    offsets, flips = augment.draw_crop_flip(key, self.device_batch * self.num_global,
+                                            c.load_size - c.image_size, c.flip)
+    me = parallel.index()
+    offsets = augment.take_device_rows(offsets, me, self.device_batch)
+    flips = augment.take_device_rows(flips, me, self.device_batch)
+    return from_uint8(augment.crop_flip(images[index], offsets, flips, size=c.image_size))
+
+  # ---- training ----------------------------------------------------------
+  def _g(self, params, x):
+    return self.generator.apply({"params": params}, x)
+
+  def _d(self, params, x):
+    return self.discriminator.apply({"params": params}, x)
+
+  def generator_losses(self, g_params, d_params, real_a, real_b):
+    """(total, (per-term losses, fake_A, fake_B)) of the generators' objective."""
+    c = self.config
+    n = real_a.shape[0]
+    with_idt = c.lambda_identity > 0
+    # Instance norm is per image, so the identity pass can share a call with the forward one.
+    out_a = self._g(g_params["G_A"], jnp.concatenate([real_a, real_b]) if with_idt else real_a)
+    out_b = self._g(g_params["G_B"], jnp.concatenate([real_b, real_a]) if with_idt else real_b)
+    fake_b, fake_a = out_a[:n], out_b[:n]
+    rec_a = self._g(g_params["G_B"], fake_b)
+    rec_b = self._g(g_params["G_A"], fake_a)
+    zero = jnp.zeros((), jnp.float32)
+    losses = {
+        "G_A": gan_loss(self._d(d_params["D_A"], fake_b), True, c.gan_mode),
+        "G_B": gan_loss(self._d(d_params["D_B"], fake_a), True, c.gan_mode),
+        "cycle_A": c.lambda_a * l1(rec_a, real_a),
+        "cycle_B": c.lambda_b * l1(rec_b, real_b),
+        "idt_A": c.lambda_b * c.lambda_identity * l1(out_a[n:], real_b) if with_idt else zero,
+        "idt_B": c.lambda_a * c.lambda_identity * l1(out_b[n:], real_a) if with_idt else zero,
+    }
+    return sum(losses.values()), (losses, fake_a, fake_b)
+
+  def discriminator_losses(self, d_params, real_a, real_b, fake_a, fake_b):
+    """(total, per-term losses): each D is 0.5 * (loss on real + loss on fake)."""
+    mode = self.config.gan_mode
+    d = lambda name, real, fake: 0.5 * (gan_loss(self._d(d_params[name], real), True, mode)
+                                        + gan_loss(self._d(d_params[name], fake), False, mode))
+    losses = {"D_A": d("D_A", real_b, fake_b), "D_B": d("D_B", real_a, fake_a)}
+    return losses["D_A"] + losses["D_B"], losses
+
+  def _pooled(self, pool, fakes, key):
+    """This device's rows of the pool's answer for the whole global batch."""
+    pool, out = query_pool(pool, parallel.gather(jax.lax.stop_gradient(fakes)), key)
+    return pool, augment.take_device_rows(out, parallel.index(), fakes.shape[0])
+
+  def train_step(self, state, batch, rng):
+    k_a, k_b, k_pool_a, k_pool_b = jax.random.split(rng, 4)
+    images, index = batch["images"], batch["index"]
+    real_a = self._augment(images["a"], index[0], k_a)
+    real_b = self._augment(images["b"], index[1], k_b)
+
+    g_loss = lambda p: self.generator_losses(p, state.d_params, real_a, real_b)
+    (_, (g_losses, fake_a, fake_b)), g_grads = jax.value_and_grad(g_loss, has_aux=True)(
+        state.g_params)
+    pool_fake_a, fake_a = self._pooled(state.pool_fake_a, fake_a, k_pool_a)
+    pool_fake_b, fake_b = self._pooled(state.pool_fake_b, fake_b, k_pool_b)
+    d_loss = lambda p: self.discriminator_losses(p, real_a, real_b, fake_a, fake_b)
+    (_, d_losses), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
+
+    g_grads, d_grads, metrics = parallel.mean((g_grads, d_grads, {**g_losses, **d_losses}))
+    g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
+    d_updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
+    metrics["lr"] = self.lr(state.step)
+    return state.replace(step=state.step + 1,
+                         g_params=optax.apply_updates(state.g_params, g_updates), g_opt=g_opt,
+                         d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
+                         pool_fake_a=pool_fake_a, pool_fake_b=pool_fake_b), metrics
+
+  # ---- translation and samples -------------------------------------------
+  @staticmethod
+  def generator_params(state, name: str):
+    """One generator's parameters from an unreplicated or replicated state."""
+    params = state.g_params[name]
+    if np.ndim(state.step) == 1:
+      params = jax.tree_util.tree_map(lambda x: x[0], params)
+    return params
+
+  def translate(self, params, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """uint8 images (any H, W that are multiples of 4) through one generator, as uint8."""
+    out = [np.asarray(self._translate(params, from_uint8(jnp.asarray(images[i:i + batch_size]))))
+           for i in range(0, len(images), batch_size)]
+    return to_uint8(np.concatenate(out))
+
+  def cycle_grid(self, state, real_a: np.ndarray, real_b: np.ndarray) -> np.ndarray:
+    """One row per sample: real_A, fake_B, rec_A | real_B, fake_A, rec_B."""
+    g_a, g_b = self.generator_params(state, "G_A"), self.generator_params(state, "G_B")
+    fake_b, fake_a = self.translate(g_a, real_a), self.translate(g_b, real_b)
+    rec_a, rec_b = self.translate(g_b, fake_b), self.translate(g_a, fake_a)
+    n = min(len(real_a), len(real_b))
+    rows = np.stack([real_a[:n], fake_b[:n], rec_a[:n], real_b[:n], fake_a[:n], rec_b[:n]], 1)
+    return make_grid(rows.reshape(-1, *rows.shape[2:]), ncol=6)
+
+  def periodic_outputs(self, state, step, writer):
+    grid = self.cycle_grid(state, self.grid_a, self.grid_b)
+    writer.write_image(step, "cycles", grid, f"samples/step_{step:07d}.png")
+
+
+def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1) -> dict:
+  """Translate the test domains both ways with the latest checkpoint.
+
+  Writes `<workdir>/eval.json` (mean L1 of the cycle reconstructions and of
+  the identity mappings, in [-1, 1] pixel units), `translations.npz` (uint8
+  fake_B of every test A, fake_A of every test B, for the GAN metrics) and
+  `eval.png` (real / fake / reconstruction grids).
+  """
+  from jaxgan.images import save_png
+  from jaxgan.loop import restore_latest
+  devices = parallel.local_devices(num_devices)
+  config, task, state, step = restore_latest(
+      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+  eval_config = config.copy_and_resolve_references()
+  if dataset:
+    eval_config.dataset = dataset
+  eval_config.load_size = config.image_size  # the reference tests at the crop size, unflipped
+  eval_config.train_subset = -1  # every test image
+  if "," in eval_config.dataset:  # two folders: evaluate.py --dataset=<testA>,<testB> to hold out
+    real_a, real_b = load_domains(eval_config, config.train_splits)
+    split = "all images of the two folders (no test split)"
+  else:
+    try:
+      real_a, real_b = load_domains(eval_config, config.test_splits)
+      split = "/".join(config.test_splits)
+    except DatasetError:
+      if not is_path(eval_config.dataset):
+        raise
+      real_a, real_b = load_domains(eval_config, config.train_splits)
+      split = "/".join(config.train_splits) + " (no test split found)"
+  g_a, g_b = task.generator_params(state, "G_A"), task.generator_params(state, "G_B")
+  fake_b, fake_a = task.translate(g_a, real_a), task.translate(g_b, real_b)
+  rec_a, rec_b = task.translate(g_b, fake_b), task.translate(g_a, fake_a)
+  idt_a, idt_b = task.translate(g_a, real_b), task.translate(g_b, real_a)
+  err = lambda x, y: float(np.mean(np.abs(from_uint8(x) - from_uint8(y))))
+  result = {"workdir": os.path.abspath(workdir), "step": int(step),
+            "dataset": str(eval_config.dataset), "split": split,
+            "num_a": len(real_a), "num_b": len(real_b),
+            "cycle_l1_A": err(rec_a, real_a), "cycle_l1_B": err(rec_b, real_b),
+            "identity_l1_A": err(idt_a, real_b), "identity_l1_B": err(idt_b, real_a),
+            "translations": os.path.join(workdir, "translations.npz"),
+            "grid": os.path.join(workdir, "eval.png")}
+  if jax.process_index() == 0:
+    np.savez_compressed(result["translations"], fake_b=fake_b, fake_a=fake_a)
+    save_png(result["grid"], task.cycle_grid(state, real_a[:8], real_b[:8]))
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
+  """Reflect-pad bottom and right so both sides are multiples of `multiple`."""
+  h, w = image.shape[:2]
+  ph, pw = -h % multiple, -w % multiple
+  mode = "reflect" if min(h, w) > max(ph, pw) else "symmetric"
+  return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
+                     resize: int = 0, progress: bool = True) -> dict:
+  """Apply a trained generator to every image under `input_dir`; PNGs to `output_dir`.
+
+  Any image size works: sides that are not multiples of 4 are reflect-padded
+  for the generator and the output cropped back, so each output has its
+  input's size (after `resize`, which scales the shorter side, if > 0).
+  Subfolders are mirrored; unreadable files are skipped and listed.
+  """
+  from PIL import Image
+  from jaxgan.data.folder import IMAGE_EXTENSIONS, to_rgb
+  from jaxgan.images import save_png
+  from jaxgan.loop import restore_latest
+  from jaxgan.writers import progress_bar
+  if direction not in DIRECTIONS:
+    raise ConfigError(f"--direction={direction!r}: use AtoB (G_A) or BtoA (G_B)")
+  if resize < 0:
+    raise ConfigError(f"--resize must be >= 0 (0 keeps each image's size), got {resize}")
+  input_dir = os.path.expanduser(input_dir)
+  if not os.path.isdir(input_dir):
+    raise DatasetError(f"--input {input_dir!r} is not a folder of images.")
+  names = sorted(os.path.relpath(os.path.join(d, f), input_dir)
+                 for d, _, files in os.walk(input_dir) for f in files
+                 if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+  if not names:
+    raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}.")
+  devices = parallel.local_devices(1)
+  _, task, state, step = restore_latest(
+      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+  params = task.generator_params(state, "G_A" if direction == "AtoB" else "G_B")
+  written, skipped = [], []
+  bar = progress_bar(len(names), f"translating {direction}", enabled=progress)
+  for name in names:
+    try:
+      with Image.open(os.path.join(input_dir, name)) as img:
+        img.load()
+        img = to_rgb(img)
+        if resize:
+          scale = resize / min(img.size)
+          img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
+                           Image.BICUBIC)
+        image = np.asarray(img, np.uint8)
+    except Exception as e:  # corrupt or not an image: reported, not fatal
+      skipped.append(f"{name} ({type(e).__name__})")
+      bar.update(1)
+      continue
+    h, w = image.shape[:2]
+    out = task.translate(params, _pad_to_multiple(image)[None])[0, :h, :w]
+    path = os.path.join(output_dir, os.path.splitext(name)[0] + ".png")
+    save_png(path, out)
+    written.append(path)
+    bar.update(1)
+  bar.close()
+  return {"step": int(step), "direction": direction, "written": len(written),
+          "skipped": skipped, "output_dir": os.path.abspath(output_dir)}
