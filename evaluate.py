@@ -31,8 +31,8 @@ def main(argv):
     result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
                       eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    print(f"{e.prefix}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   if "cycle_l1_A" in result:
     print(f"step {result['step']} on {result['dataset']} ({result['split']}: "
           f"{result['num_a']} A, {result['num_b']} B images)")

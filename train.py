@@ -44,8 +44,8 @@ def main(argv):
   try:
     result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    print(f"{e.prefix}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   if result["eval"]:
     print("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()))
 

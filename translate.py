@@ -32,8 +32,8 @@ def main(argv):
     result = translate(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _DIRECTION.value,
                        _RESIZE.value)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    print(f"{e.prefix}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   print(f"{result['written']} translated ({result['direction']}, checkpoint step "
         f"{result['step']}) into {result['output_dir']}")
   if result["skipped"]:

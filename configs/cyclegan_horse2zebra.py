@@ -28,6 +28,7 @@ def get_config():
   config.tfds_data_dir = ""
   config.download = True
   config.cache_dir = ""
+  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
   config.train_splits = ("trainA", "trainB")  # TFDS splits, or subfolders of a folder
   config.test_splits = ("testA", "testB")
   config.train_subset = -1  # images per domain (-1: all)
@@ -66,5 +67,6 @@ def get_config():
   config.eval_every_epochs = 0  # evaluate.py translates the test sets
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
   config.progress_bar = True
   return config

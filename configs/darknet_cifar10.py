@@ -24,6 +24,7 @@ def get_config():
   config.tfds_data_dir = ""  # "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
   config.download = True  # let TFDS download a dataset that is not prepared yet
   config.cache_dir = ""  # decoded image-folder cache; "" = ~/.cache/jaxgan, "none" = off
+  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
   config.train_split = "train"
   config.eval_split = "test"
   config.train_subset = -1  # use only this many training images (-1: all)
@@ -68,5 +69,6 @@ def get_config():
   config.eval_every_epochs = 1
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
   config.progress_bar = True
   return config

@@ -24,6 +24,7 @@ def get_config():
   config.tfds_data_dir = ""
   config.download = True
   config.cache_dir = ""
+  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
   config.train_split = "train"  # TFDS split, or the subfolder of a folder that has one
   config.train_subset = -1
   config.image_size = 32  # multiple of 16
@@ -63,5 +64,6 @@ def get_config():
   config.eval_every_epochs = 0  # GAN metrics come from evaluate.py
   config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
   config.progress_bar = True
   return config

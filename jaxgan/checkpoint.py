@@ -1,26 +1,58 @@
 """Orbax checkpoints of a whole training state plus a JSON of metadata.
 
 Orbax writes each step into a temporary directory and renames it when
-complete, so the latest checkpoint on disk is never half written.
+complete, so a crash mid-save never leaves a half-written step that looks
+finished (leftover temporary directories are removed on the next start).
+Each save also records per-array checksums in the metadata; a checkpoint
+that cannot be read or does not match them is moved aside to
+`<workdir>/damaged_checkpoints/` and the previous one is used.
 """
+import errno
+import logging
 import os
+import shutil
+import sys
+import time
+import zlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxgan.errors import WorkdirError
+from jaxgan.errors import ConfigError, WorkdirError
 
 PyTree = Any
+
+
+def checksums(state: PyTree) -> list:
+  """Sorted (crc32, dtype, shape) of every array: independent of how the tree is keyed."""
+  out = []
+  for x in jax.tree_util.tree_leaves(jax.device_get(state)):
+    x = np.ascontiguousarray(x)
+    out.append([zlib.crc32(x.view(np.uint8).reshape(-1)) if x.size else 0, str(x.dtype),
+                list(x.shape)])
+  return sorted(out)
+
+
+class DamagedCheckpointError(Exception):
+  pass
+
+
+def _disk_error(e: BaseException) -> bool:
+  return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                errno.EACCES)
 
 
 class Checkpointer:
   """Save/restore `(state, meta)` under `<workdir>/checkpoints/<step>`."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True)
+  def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                           enable_async_checkpointing=True, read_only=read_only,
+                                           cleanup_tmp_directories=not read_only)
     try:
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "meta"))
@@ -35,23 +67,83 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: PyTree, meta: dict) -> None:
-    """Save host copies of `state` (unreplicated) and a JSON-able `meta` dict."""
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    """Save host copies of `state` (unreplicated) and a JSON-able `meta` dict.
 
-  def restore(self, target: PyTree | None, step: int | None = None) -> tuple[PyTree, dict]:
-    """Restore into the structure (and dtypes) of `target`; latest step by default.
-
-    With `target=None` the state comes back as nested dicts of numpy arrays.
+    A failed write (disk full, quota, permissions) becomes a WorkdirError; the
+    checkpoints already on disk are left as they were.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    state = jax.device_get(state)
+    meta = {**meta, "checksums": checksums(state)}
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    except Exception as e:
+      self._raise_write_error(step, e)
+
+  def _raise_write_error(self, step: int, e: BaseException):
+    cause = e if _disk_error(e) else (e.__cause__ or e.__context__ or e)
+    good = [s for s in self.all_steps() if s != step]
+    kept = (f"the previous checkpoint (step {good[-1]}) is intact" if good
+            else "no earlier checkpoint exists")
+    hint = ("Free disk space (or raise the quota) and run the same command again to resume"
+            if _disk_error(cause) else "Check the disk and run the same command again")
+    raise WorkdirError(f"could not write the checkpoint of step {step} to {self.directory}: "
+                       f"{cause}. {kept}. {hint}.") from e
+
+  def _restore(self, step: int, target: PyTree | None) -> tuple[PyTree, dict]:
     abstract = (None if target is None
                 else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target))
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return restored["state"], dict(restored["meta"])
+
+  def restore(self, target: PyTree | None, step: int | None = None) -> tuple[PyTree, dict]:
+    """Restore one step into the structure (and dtypes) of `target`; latest by default.
+
+    With `target=None` the state comes back as nested dicts of numpy arrays.
+    Raises DamagedCheckpointError if the step cannot be read or fails its
+    checksums, ConfigError if it is readable but does not fit `target`.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    try:
+      state, meta = self._restore(step, target)
+    except Exception as e:
+      if target is None:
+        raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
+      try:  # readable as stored? then it is the target (the config) that does not fit
+        raw, _ = self._restore(step, None)
+      except Exception:
+        raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
+      raise ConfigError(_shape_mismatch(step, raw, target)) from e
+    if "checksums" in meta and checksums(state) != meta["checksums"]:
+      raise DamagedCheckpointError(f"step {step} does not match the checksums saved with it")
+    return state, meta
+
+  def restore_latest_good(self, target: PyTree) -> tuple[PyTree | None, dict, int | None]:
+    """(state, meta, step) of the newest checkpoint that reads back intact, or
+    (None, {}, None) if there is none. Damaged ones are moved aside with a warning."""
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(target, step)
+        return state, meta, step
+      except DamagedCheckpointError as e:
+        self._set_aside(step, e)
+    return None, {}, None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    src = os.path.join(self.directory, str(step))
+    dest_root = os.path.join(self.workdir, "damaged_checkpoints")
+    dest = os.path.join(dest_root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    message = (f"warning: checkpoint {src} is damaged ({error}); it is moved to {dest} and the "
+               "previous checkpoint is used instead.")
+    if jax.process_index() == 0:
+      os.makedirs(dest_root, exist_ok=True)
+      shutil.move(src, dest)
+    logging.warning(message)
+    print(message, file=sys.stderr, flush=True)
+    self.manager.reload()
 
   def restore_meta(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step
@@ -59,8 +151,26 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))["meta"])
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      self._raise_write_error(self.latest_step() or 0, e)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      self.manager.close()
+
+
+def _shape_mismatch(step: int, raw: PyTree, target: PyTree) -> str:
+  def shapes(tree):
+    return sorted((tuple(np.shape(x)), str(np.asarray(x).dtype) if not hasattr(x, "dtype")
+                   else str(x.dtype)) for x in jax.tree_util.tree_leaves(tree))
+
+  have, want = shapes(raw), shapes(target)
+  missing = [s for s in want if s not in have][:3]
+  return (f"checkpoint step {step} holds {len(have)} arrays that do not fit the model this config "
+          f"builds ({len(want)} arrays; e.g. shapes {missing} are not in the checkpoint). The "
+          "config differs from the one the run was trained with: use a new --workdir, or the "
+          "saved values (see config.json in the workdir).")

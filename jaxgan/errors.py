@@ -3,6 +3,8 @@
 
 class UserError(Exception):
   """A problem with the user's input, config or environment; the message says the fix."""
+  prefix = "error"
+  exit_code = 2
 
 
 class ConfigError(UserError, ValueError):
@@ -19,3 +21,12 @@ class WorkdirError(UserError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
   pass
+
+
+class Interrupted(UserError):
+  """Training stopped on SIGTERM / SIGINT after saving a checkpoint."""
+  prefix = "stopped"
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code

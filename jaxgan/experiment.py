@@ -5,7 +5,7 @@ from jaxgan import parallel
 from jaxgan.data.augment import PAD_MODES
 from jaxgan.errors import ConfigError
 from jaxgan.models.layers import COMPUTE_DTYPES
-from jaxgan.loop import prepare_workdir, run
+from jaxgan.loop import WorkdirLock, prepare_workdir, run, skips_nonfinite
 
 
 def _check(ok: bool, message: str) -> None:
@@ -29,6 +29,10 @@ def validate_config(config, num_devices_total: int) -> None:
   _check(config.image_size >= 1, f"--config.image_size must be >= 1, got {config.image_size}")
   _check(config.log_every_steps >= 1,
          f"--config.log_every_steps must be >= 1, got {config.log_every_steps}")
+  skips_nonfinite(config)  # a bad on_nonfinite value fails here, before any data is read
+  _check(config.get("bad_images", "skip") in ("skip", "stop"),
+         f"--config.bad_images={config.get('bad_images')!r}: use 'skip' (warn with a count) or "
+         "'stop' (refuse a folder with unreadable files)")
   _check(config.keep_checkpoints >= 1,
          f"--config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
   if "augment" in config:
@@ -79,8 +83,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   except ValueError as e:
     raise ConfigError(f"--config.num_devices: {e}") from None
   validate_config(config, len(devices) * jax.process_count())
-  task = build_task(config, devices)
-  return run(task, config, workdir, devices)
+  with WorkdirLock(workdir):
+    task = build_task(config, devices)
+    return run(task, config, workdir, devices)
 
 
 def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,

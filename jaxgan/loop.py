@@ -5,24 +5,39 @@ evaluation); this module owns everything around it: devices, the RNG,
 resuming, periodic logging / evaluation / checkpointing, progress bars and
 failing fast on a non-finite loss.
 """
+import fcntl
 import json
 import logging
 import math
 import os
+import signal
+import socket
+import sys
+import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
-from jaxgan.errors import NonFiniteLossError, WorkdirError
+from jaxgan.errors import ConfigError, Interrupted, NonFiniteLossError, WorkdirError
 from jaxgan.writers import MetricWriter, progress_bar
 
 PyTree = Any
 # Metrics reported at their latest value rather than averaged over a log interval.
 LATEST_VALUE_METRICS = ("lr", "momentum")
+NONFINITE_POLICIES = ("stop", "skip")
+# Fields a resumed run may change: they leave the model, the data and the optimisation
+# already done as they were. (num_epochs stretches the remaining schedule, as documented.)
+RESUME_SAFE_FIELDS = frozenset({
+    "num_epochs", "num_train_steps", "log_every_steps", "eval_every_epochs",
+    "checkpoint_every_epochs", "keep_checkpoints", "progress_bar", "sample_every_steps",
+    "num_grid_samples", "num_devices", "distributed", "dataset", "tfds_data_dir", "download",
+    "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits", "critic_loop",
+    "bad_images", "on_nonfinite"})
 
 
 class Task:
@@ -50,10 +65,14 @@ class Task:
   def compile_step(self, devices) -> Callable:
     """`step(state, batch) -> (state, metrics)` on replicated state, data parallel.
 
-    By default `train_step` under pmap with the RNG folded with the step.
+    By default `train_step` under pmap with the RNG folded with the step,
+    guarded by `skip_nonfinite` when `config.on_nonfinite == "skip"`.
     """
+    skip = skips_nonfinite(self.config)
+
     def step_fn(state, batch):
-      return self.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+      new, metrics = self.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
+      return skip_nonfinite(state, new, metrics) if skip else (new, metrics)
 
     return parallel.pmap_step(step_fn, devices)
 
@@ -76,6 +95,25 @@ class Task:
     return type(self).__name__
 
 
+def skips_nonfinite(config) -> bool:
+  policy = config.get("on_nonfinite", "stop")
+  if policy not in NONFINITE_POLICIES:
+    raise ConfigError(f"--config.on_nonfinite={policy!r}: use 'stop' (end the run at the first "
+                      "non-finite loss) or 'skip' (drop that update and count it)")
+  return policy == "skip"
+
+
+def skip_nonfinite(old: PyTree, new: PyTree, metrics: dict) -> tuple[PyTree, dict]:
+  """Inside a step: keep `old` (but advance the step) if any metric or any float in `new`
+  is not finite; adds the metric `skipped` (1 or 0). Metrics are already device-averaged,
+  so every device decides the same."""
+  checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves((metrics, new))
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  ok = jnp.all(jnp.stack(checks))
+  kept = jax.tree_util.tree_map(lambda o, n: jnp.where(ok, n, o), old, new)
+  return kept.replace(step=new.step), {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
+
+
 def is_due(count: int, every: int, last: int | None = None) -> bool:
   """Whether periodic work runs once `count` units (steps, epochs) are done.
 
@@ -96,6 +134,123 @@ def prepare_workdir(workdir: str) -> str:
     raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}. "
                        "Pass a --workdir on a writable disk with free space.") from e
   return workdir
+
+
+class WorkdirLock:
+  """One training run per workdir: an exclusive lock on `<workdir>/.lock`.
+
+  The OS releases it when the process ends, however it ends (SIGKILL too),
+  so a stale lock never blocks a restart.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.path = os.path.join(workdir, ".lock")
+    self._file = None
+
+  def __enter__(self):
+    if jax.process_index() != 0:  # the hosts of one run share the workdir
+      return self
+    f = open(self.path, "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      owner = f.read().strip() or "owner unknown"
+      f.close()
+      raise WorkdirError(f"another training run is using the workdir {self.workdir} ({owner}). "
+                         "Wait for it to finish or stop it, or pass a different --workdir.")
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    f.flush()
+    self._file = f
+    return self
+
+  def __exit__(self, *exc):
+    if self._file is not None:
+      self._file.truncate(0)
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+
+class StopSignals:
+  """SIGTERM / SIGINT become a request to checkpoint and stop after the current step.
+
+  A second signal is not deferred: the previous handler (for Ctrl-C, a
+  KeyboardInterrupt) takes it at once.
+  """
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signum
+    signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+    print(f"\n{signal.Signals(signum).name} received: saving a checkpoint after the current "
+          "step, then stopping (send it again to stop at once, without saving).",
+          file=sys.stderr, flush=True)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def requested(self, step: int, every: int) -> bool:
+    """Whether to stop now. Several hosts must agree on the step, so they compare
+    notes every `every` steps (one small collective); one host checks every step."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    if step % every:
+      return False
+    received = parallel.process_max(self.received or 0)
+    self.received = self.received or (received or None)
+    return received > 0
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_differences(saved: dict, new: dict) -> list[str]:
+  """`field: saved -> new` for every field that differs and is not resume-safe.
+
+  Fields only one side has (a newer jaxgan added or dropped them) are not
+  differences.
+  """
+  a, b = _flatten(saved), _flatten(json.loads(json.dumps(new)))
+  return [f"{k}: {a[k]!r} (saved) -> {b[k]!r}" for k in sorted(a.keys() & b.keys())
+          if a[k] != b[k] and k not in RESUME_SAFE_FIELDS]
+
+
+def check_resumable(config, workdir: str) -> None:
+  """Refuse to resume a workdir with a config that changes the model, data or recipe."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  diffs = config_differences(saved, config.to_dict())
+  if diffs:
+    raise ConfigError(
+        f"{workdir} holds a run trained with a different config, so it cannot be resumed with "
+        "this one: " + "; ".join(diffs) + ". Use a new --workdir, or the saved values (in "
+        f"{path}). Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}.")
 
 
 def save_config(config, workdir: str) -> None:
@@ -126,59 +281,88 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
   config = load_config(workdir)
   ckpt = Checkpointer(workdir)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    if ckpt.latest_step() is None:
       raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
                          f"--workdir {workdir}")
-    task = build_task(config, ckpt.restore_meta(step))
-    state, _ = ckpt.restore(task.init_state(jax.random.PRNGKey(0)), step)
+    task = build_task(config, ckpt.restore_meta(ckpt.latest_step()))
+    state, _, step = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(0)))
+    if state is None:
+      raise WorkdirError(f"every checkpoint under {ckpt.directory} is damaged (moved to "
+                         f"{workdir}/damaged_checkpoints); train again.")
   finally:
     ckpt.close()
   return config, task, state, step
 
 
-def _mean_metrics(history: list) -> dict:
-  """Average a list of per-step replicated metric dicts (one device fetch)."""
+def _summarize(history: list, skip: bool) -> tuple[dict, tuple | None]:
+  """Average per-step replicated metric dicts (one device fetch).
+
+  Returns (means, first non-finite (step offset, name, value) or None). With
+  `skip`, skipped steps are left out of the means and `skipped` is a count.
+  """
   history = jax.device_get(history)
-  keys = history[-1].keys()
+  rows = [{k: float(np.asarray(v)[0]) for k, v in h.items()} for h in history]
+  first_bad = None
+  if not skip:
+    first_bad = next(((i, k, v) for i, r in enumerate(rows) for k, v in r.items()
+                      if not math.isfinite(v)), None)
   out = {}
-  for k in keys:
-    values = np.asarray([np.asarray(h[k])[0] for h in history], np.float64)
-    out[k] = float(values[-1] if k in LATEST_VALUE_METRICS else values.mean())
-  return out
+  for k in rows[-1]:
+    values = np.asarray([r[k] for r in rows], np.float64)
+    if k == "skipped":
+      out[k] = float(values.sum())
+    elif k in LATEST_VALUE_METRICS:
+      out[k] = float(values[-1])
+    else:
+      kept = values[np.isfinite(values)] if skip else values
+      out[k] = float(kept.mean()) if len(kept) else float("nan")
+  return out, first_bad
 
 
-def _check_finite(metrics: Mapping[str, float], first_step: int, last_step: int,
-                  ckpt: Checkpointer) -> None:
-  for name, value in metrics.items():  # any non-finite metric means the numbers are gone
-    if not math.isfinite(value):
-      good = ckpt.latest_step()
-      where = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
-               if good is not None else "no checkpoint had been written yet")
-      raise NonFiniteLossError(
-          f"{name} became {value} between steps {first_step} and {last_step}; training "
-          f"stopped and {where}. Lower --config.learning_rate, or use --config.dtype=float32 "
-          "if the run was in bfloat16.")
+def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer) -> None:
+  good = ckpt.latest_step()
+  where = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
+           if good is not None else "no checkpoint had been written yet")
+  raise NonFiniteLossError(
+      f"{name} became {value} at step {step}; training stopped and {where}. Lower the "
+      "learning rate, use --config.dtype=float32 if the run was in bfloat16, or set "
+      "--config.on_nonfinite=skip to drop such updates and go on.")
 
 
 def run(task: Task, config, workdir: str, devices) -> dict:
   """Train `task` to `config.num_epochs` (capped by `config.num_train_steps`).
 
-  Resumes from the latest checkpoint in `workdir`. Returns the last train and
-  eval metrics: {"step": int, "train": {...}, "eval": {...}}.
+  Resumes from the latest intact checkpoint in `workdir` (refusing a config
+  that changes the run). SIGTERM / SIGINT save a checkpoint and raise
+  `Interrupted`. Returns the last train and eval metrics:
+  {"step": int, "train": {...}, "eval": {...}}.
   """
   main = jax.process_index() == 0
+  skip = skips_nonfinite(config)
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
   writer = MetricWriter(workdir)
   total = task.steps_per_epoch * task.num_epochs
   stop = total if config.num_train_steps < 0 else min(total, config.num_train_steps)
 
-  state = task.init_state(jax.random.PRNGKey(config.seed))
-  start = ckpt.latest_step()
-  if start is not None:
-    state, meta = ckpt.restore(state, start)
-    logging.info("resumed from %s at step %d (epoch %d)", ckpt.directory, start,
-                 start // task.steps_per_epoch)
+  try:
+    if ckpt.all_steps():
+      check_resumable(config, workdir)
+    state, meta, start = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(config.seed)))
+    if start is None:
+      state = task.init_state(jax.random.PRNGKey(config.seed))
+    else:
+      if meta.get("steps_per_epoch", task.steps_per_epoch) != task.steps_per_epoch:
+        raise ConfigError(
+            f"the checkpoint in {ckpt.directory} was trained with {meta['steps_per_epoch']} steps "
+            f"per epoch and this run has {task.steps_per_epoch}: the dataset (or its subset) "
+            "changed size, so the data order cannot continue. Use the original data, or a new "
+            "--workdir.")
+      logging.info("resumed from %s at step %d (epoch %d)", ckpt.directory, start,
+                   start // task.steps_per_epoch)
+  except BaseException:
+    ckpt.close()
+    writer.close()
+    raise
   start = int(state.step)
   save_config(config, workdir)
   if main:
@@ -190,56 +374,89 @@ def run(task: Task, config, workdir: str, devices) -> dict:
   throughput = f"{task.throughput_unit}_per_s"
   state = parallel.replicate(state, devices)
   result = {"step": start, "train": {}, "eval": {}}
-  step = start
+  step = saved = start
+  skipped_total = 0
+
+  def save(step):
+    meta = {"step": step, "epoch": step // task.steps_per_epoch, "steps_per_epoch":
+            task.steps_per_epoch, "position_in_epoch": step % task.steps_per_epoch,
+            **task.checkpoint_meta()}
+    ckpt.save(step, parallel.unreplicate(state), meta)
+    return step
+
+  signals, stopping = StopSignals(), False
   try:
-    while step < stop:
-      epoch, pos = divmod(step, task.steps_per_epoch)
-      epoch_end = min((epoch + 1) * task.steps_per_epoch, stop)
-      bar = progress_bar(task.steps_per_epoch, f"epoch {epoch + 1}/{task.num_epochs}",
-                         initial=pos, enabled=config.get("progress_bar", True))
-      history, interval_start, t0 = [], step, time.perf_counter()
-      while step < epoch_end:
-        state, metrics = p_step(state, task.train_batch(step))
-        history.append(metrics)
-        step += 1
-        bar.update(1)
-        if step == start + 1:  # the first step compiles: time it apart from throughput
-          jax.block_until_ready(metrics)
-          writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
-          interval_start, t0 = step, time.perf_counter()
-        if is_due(step, config.log_every_steps, epoch_end):
-          train = _mean_metrics(history)
-          if step > interval_start:
-            train[throughput] = ((step - interval_start) * task.units_per_step
-                                 / (time.perf_counter() - t0))
-          _check_finite(train, step - len(history), step, ckpt)
-          writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
-          bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
-                           if k in (*task.progress_keys, throughput)})
-          result["train"] = train
-          history, interval_start, t0 = [], step, time.perf_counter()
-        if is_due(step, config.get("sample_every_steps", 0), stop):
-          task.periodic_outputs(state, step, writer)
-      bar.close()
-      epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
-      at_epoch_end = into_epoch == 0
-      finished = step == stop
-      if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
-        result["eval"] = task.evaluate(state)
-        writer.write(step, "eval", result["eval"], epoch=step / task.steps_per_epoch)
-        if main and result["eval"]:
-          print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
-                + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()), flush=True)
-      if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
-        meta = {"step": step, "epoch": step // task.steps_per_epoch,
-                "position_in_epoch": step % task.steps_per_epoch, **task.checkpoint_meta()}
-        ckpt.save(step, parallel.unreplicate(state), meta)
+    with signals:
+      while step < stop and not stopping:
+        epoch, pos = divmod(step, task.steps_per_epoch)
+        epoch_end = min((epoch + 1) * task.steps_per_epoch, stop)
+        bar = progress_bar(task.steps_per_epoch, f"epoch {epoch + 1}/{task.num_epochs}",
+                           initial=pos, enabled=config.get("progress_bar", True))
+        history, interval_start, t0 = [], step, time.perf_counter()
+        while step < epoch_end:
+          state, metrics = p_step(state, task.train_batch(step))
+          history.append(metrics)
+          step += 1
+          bar.update(1)
+          if step == start + 1:  # the first step compiles: time it apart from throughput
+            jax.block_until_ready(metrics)
+            writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
+            interval_start, t0 = step, time.perf_counter()
+          stopping = signals.requested(step, config.log_every_steps)
+          if is_due(step, config.log_every_steps, epoch_end) or stopping:
+            train, bad = _summarize(history, skip)
+            if bad is not None:
+              _raise_non_finite(bad[1], bad[2], step - len(history) + bad[0] + 1, ckpt)
+            if skip:
+              skipped_total += int(train["skipped"])
+              if train["skipped"] == len(history):
+                _raise_non_finite("every update of the last log interval", float("nan"), step,
+                                  ckpt)
+            if step > interval_start:
+              train[throughput] = ((step - interval_start) * task.units_per_step
+                                   / (time.perf_counter() - t0))
+            writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
+                             if k in (*task.progress_keys, throughput, "skipped")})
+            result["train"] = train
+            history, interval_start, t0 = [], step, time.perf_counter()
+          if is_due(step, config.get("sample_every_steps", 0), stop):
+            task.periodic_outputs(state, step, writer)
+          if stopping:
+            break
+        bar.close()
+        if stopping:
+          break
+        epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
+        at_epoch_end = into_epoch == 0
+        finished = step == stop
+        if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
+          result["eval"] = task.evaluate(state)
+          writer.write(step, "eval", result["eval"], epoch=step / task.steps_per_epoch)
+          if main and result["eval"]:
+            print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()), flush=True)
+        if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
+          saved = save(step)
+      if stopping:
+        if step > saved:
+          saved = save(step)
+        ckpt.wait()
+        name = signal.Signals(signals.received).name
+        raise Interrupted(f"{name} at step {step}: the checkpoint of step {saved} is in "
+                          f"{ckpt.directory}. Run the same command again to resume.",
+                          128 + signals.received)
     if start >= stop:
       if main:
         print(f"already trained to step {start} (target {stop}); evaluating only", flush=True)
       result["eval"] = task.evaluate(state)
+    if skipped_total and main:
+      print(f"{skipped_total} update(s) skipped for non-finite values "
+            "(--config.on_nonfinite=skip)", flush=True)
     result["step"] = step
   finally:
-    ckpt.close()
-    writer.close()
+    try:
+      ckpt.close()
+    finally:
+      writer.close()
   return result

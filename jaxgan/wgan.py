@@ -30,7 +30,7 @@ from jaxgan import parallel
 from jaxgan.data import epoch_permutation, load_gan_images
 from jaxgan.errors import ConfigError
 from jaxgan.images import from_uint8, make_grid, to_uint8
-from jaxgan.loop import Task
+from jaxgan.loop import Task, skip_nonfinite, skips_nonfinite
 from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator, check_isize
 from jaxgan.models.layers import compute_dtype
 
@@ -264,14 +264,16 @@ class WGANTask(Task):
     if self.critic_loop() == "scan":
       return super().compile_step(devices)
 
+    guard = skip_nonfinite if skips_nonfinite(self.config) else lambda old, new, m: (new, m)
+
     def critic_fn(state, batch, k):
       k_critic, _ = self._keys(jax.random.fold_in(state.rng, state.step))
-      return self.critic_update(state, batch["images"], batch["index"][k],
-                                jax.random.fold_in(k_critic, k))
+      return guard(state, *self.critic_update(state, batch["images"], batch["index"][k],
+                                              jax.random.fold_in(k_critic, k)))
 
     def generator_fn(state, batch):
       _, k_gen = self._keys(jax.random.fold_in(state.rng, state.step))
-      return self.generator_update(state, batch["index"].shape[1], k_gen)
+      return guard(state, *self.generator_update(state, batch["index"].shape[1], k_gen))
 
     p_critic = parallel.pmap_step(critic_fn, devices)
     p_generator = parallel.pmap_step(generator_fn, devices)
@@ -281,9 +283,13 @@ class WGANTask(Task):
       n = batch["index"].shape[1]
       while len(ks) < n:
         ks.append(parallel.replicate(np.int32(len(ks)), devices))
+      skipped = 0.0
       for k in range(n):
         state, metrics = p_critic(state, batch, ks[k])
+        skipped = skipped + metrics.pop("skipped", 0.0)
       state, g_metrics = p_generator(state, batch)
+      if "skipped" in g_metrics:  # an iteration counts as skipped if any of its updates was
+        g_metrics["skipped"] = jnp.minimum(1.0, g_metrics["skipped"] + skipped)
       return state, {**metrics, **g_metrics}
 
     return step

@@ -81,7 +81,8 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
     cache = config.get("cache_dir", "")
     # The folder's own split names are read; `train_split`/`eval_split` name them.
     raw = read_image_folder(dataset, config.image_size, [train_split, eval_split],
-                            cache_dir=None if cache == "none" else cache)
+                            cache_dir=None if cache == "none" else cache,
+                            bad_images=config.get("bad_images", "skip"))
     class_names = raw["class_names"]
     data = {s: tuple(a[pi::pc] for a in raw[s]) for s in splits}
     source = f"image folder {dataset}"
@@ -121,7 +122,8 @@ def load_gan_images(config) -> np.ndarray:
   elif is_path(dataset):
     from jaxgan.data.folder import read_images
     cache = config.get("cache_dir", "")
-    images = read_images(dataset, size, split, None if cache == "none" else cache)[pi::pc]
+    images = read_images(dataset, size, split, None if cache == "none" else cache,
+                         bad_images=config.get("bad_images", "skip"))[pi::pc]
   else:
     from jaxgan.data import tfds_source
     images = tfds_source.load_images(dataset, split, size, config.get("tfds_data_dir", "") or None,
@@ -151,6 +153,7 @@ def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]
   cache = config.get("cache_dir", "")
   cache = None if cache == "none" else cache
   subset = config.get("train_subset", -1)
+  bad = config.get("bad_images", "skip")
   if not dataset:
     raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cycle_gan/horse2zebra),"
                        " a folder with trainA/ and trainB/, or two folders as <A>,<B>.")
@@ -162,10 +165,11 @@ def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]
     if len(paths) != 2 or not all(paths):
       raise DatasetError(f"--config.dataset={dataset!r}: give exactly two folders, <A>,<B>.")
     from jaxgan.data.folder import read_images
-    domains = [read_images(p, size, None, cache)[pi::pc] for p in paths]
+    domains = [read_images(p, size, None, cache, bad_images=bad)[pi::pc] for p in paths]
   elif is_path(dataset):
     from jaxgan.data.folder import read_images
-    domains = [read_images(dataset, size, s, cache, require_subdir=True)[pi::pc] for s in splits]
+    domains = [read_images(dataset, size, s, cache, require_subdir=True, bad_images=bad)[pi::pc]
+               for s in splits]
   else:
     from jaxgan.data import tfds_source
     domains = [tfds_source.load_images(dataset, s, size, config.get("tfds_data_dir", "") or None,

@@ -156,13 +156,13 @@ def _missing_subdir(path: str, subdir: str) -> str:
 
 def read_images(path: str, image_size: int, subdir: str | None = "train",
                 cache_dir: str | None = "", num_workers: int | None = None,
-                require_subdir: bool = False) -> np.ndarray:
+                require_subdir: bool = False, bad_images: str = "skip") -> np.ndarray:
   """Every image under `path` (a folder of images in any layout, or a tar archive).
 
   If `path` has a `subdir` folder (e.g. `train/` of a classification
   layout), only that part is read; with `require_subdir` it must have one.
   Returns uint8 (N, image_size, image_size, 3) in sorted file order;
-  unreadable files are skipped with a warning.
+  unreadable files are skipped with a warning (`bad_images="stop"`: an error).
   """
   path = os.path.expanduser(path)
   if not os.path.exists(path):
@@ -181,9 +181,12 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
     if os.path.exists(cache_file):
       try:
         with np.load(cache_file) as z:
-          return z["images"]
+          images, bad = z["images"], [str(b) for b in z.get("skipped", [])]
       except Exception as e:
         logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
+      else:
+        report_bad_files(bad, path, bad_images)
+        return images
   names, blobs = [], []
   for name, blob in _iter_all(path, subdir, require_subdir):
     names.append(name)
@@ -193,15 +196,14 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
   arrays = _decode_all(blobs, image_size, num_workers)
   pairs = sorted(zip(names, arrays), key=lambda p: p[0])
   bad = [n for n, a in pairs if a is None]
-  if bad:
-    warnings.warn(f"skipped {len(bad)} unreadable image file(s) under {path} (e.g. "
-                  f"{', '.join(bad[:5])}): corrupt, truncated or not images.")
   good = [a for _, a in pairs if a is not None]
   if not good:
-    raise DatasetError(f"no readable images under {path}.")
+    raise DatasetError(f"none of the {len(pairs)} image files under {path} could be read "
+                       f"(e.g. {', '.join(bad[:3])}): they are corrupt, empty or not images.")
   images = np.stack(good)
   if cache_file is not None:
-    _save_arrays(cache_file, {"images": images})
+    _save_arrays(cache_file, {"images": images, "skipped": np.asarray(bad, dtype=str)})
+  report_bad_files(bad, path, bad_images)
   return images
 
 
@@ -226,12 +228,14 @@ def _layout_help(path: str, splits: Sequence[str]) -> str:
 
 
 def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("train", "test"),
-                      cache_dir: str | None = "", num_workers: int | None = None) -> dict:
+                      cache_dir: str | None = "", num_workers: int | None = None,
+                      bad_images: str = "skip") -> dict:
   """Decode every image of `splits` under `path` (a folder or a tar archive).
 
   Returns {"class_names": [...], split: (images uint8 NHWC, labels int32)}.
   Labels index the sorted class folder names of the first split. Unreadable
-  files are skipped with a warning that counts them.
+  files are skipped with a warning that counts them (`bad_images="stop"`: an
+  error), and listed under "skipped".
   `cache_dir`: "" for the default cache, None to disable caching.
   """
   path = os.path.expanduser(path)
@@ -250,9 +254,12 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
     cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
     if os.path.exists(cache_file):
       try:
-        return _load_cache(cache_file, splits)
+        result = _load_cache(cache_file, splits)
       except Exception as e:  # a damaged cache is rebuilt, never trusted
         logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
+      else:
+        report_bad_files(result["skipped"], path, bad_images)
+        return result
 
   items = _iter_archive(path, splits) if os.path.isfile(path) else _iter_directory(path, splits)
   keys, blobs = [], []
@@ -280,19 +287,18 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
       bad.append(f"{split}/{cls}/{name}")
     else:
       per_split[split].append((arr, index[cls]))
-  if bad:
-    warnings.warn(f"skipped {len(bad)} unreadable image file(s) under {path} (e.g. "
-                  f"{', '.join(bad[:5])}): corrupt, truncated or not images.")
-  result = {"class_names": class_names}
+  result = {"class_names": class_names, "skipped": bad}
   for s in splits:
     pairs = per_split[s]
     images = (np.stack([a for a, _ in pairs]) if pairs
               else np.zeros((0, image_size, image_size, 3), np.uint8))
     result[s] = (images, np.asarray([c for _, c in pairs], np.int32))
   if not len(result[first][0]):
-    raise DatasetError(f"no readable images in split {first!r} under {path}.")
+    raise DatasetError(f"no readable images in split {first!r} under {path} "
+                       f"({len(bad)} unreadable files, e.g. {', '.join(bad[:3])}).")
   if cache_file is not None:
     _save_cache(cache_file, result, splits)
+  report_bad_files(bad, path, bad_images)
   return result
 
 
@@ -307,8 +313,21 @@ def _decode_all(blobs: list, image_size: int, num_workers: int | None) -> list:
     return [arr for part in pool.map(_decode_many, jobs) for arr in part]
 
 
+def report_bad_files(bad: Sequence[str], path: str, policy: str) -> None:
+  """Warn with a count of unreadable files, or (policy "stop") refuse the dataset."""
+  if not bad:
+    return
+  what = (f"{len(bad)} unreadable image file(s) under {path} (e.g. {', '.join(bad[:5])}): "
+          "corrupt, truncated, empty or not images")
+  if policy == "stop":
+    raise DatasetError(f"{what}. Remove or replace them, or set --config.bad_images=skip to "
+                       "train without them.")
+  warnings.warn(f"skipped {what}.")
+
+
 def _save_cache(cache_file: str, result: dict, splits: Sequence[str]) -> None:
-  arrays = {"class_names": np.asarray(result["class_names"])}
+  arrays = {"class_names": np.asarray(result["class_names"]),
+            "skipped": np.asarray(result["skipped"], dtype=str)}
   for s in splits:
     arrays[f"{s}_images"], arrays[f"{s}_labels"] = result[s]
   _save_arrays(cache_file, arrays)
@@ -327,7 +346,8 @@ def _save_arrays(cache_file: str, arrays: dict) -> None:
 
 def _load_cache(cache_file: str, splits: Sequence[str]) -> dict:
   with np.load(cache_file) as z:
-    result = {"class_names": [str(c) for c in z["class_names"]]}
+    result = {"class_names": [str(c) for c in z["class_names"]],
+              "skipped": [str(b) for b in z.get("skipped", [])]}
     for s in splits:
       result[s] = (z[f"{s}_images"], z[f"{s}_labels"])
   return result
