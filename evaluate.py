@@ -15,21 +15,53 @@ from absl import app, flags, logging
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
 _DATASET = flags.DEFINE_string("dataset", None, "Override the dataset (e.g. if it moved; "
                                "for CycleGAN also <testA folder>,<testB folder>).")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation batch size (global).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation / feature batch size (global).")
 _DEVICES = flags.DEFINE_integer("num_devices", -1, "Local devices to use (-1: all).")
 _SAMPLES = flags.DEFINE_integer("num_samples", 1000, "GAN samples to draw.")
+_FEATURES = flags.DEFINE_string(
+    "features", None, "Feature space of the GAN metrics: darknet:<classifier workdir> or pixels "
+    "(the default).")
 flags.mark_flags_as_required(["workdir"])
+
+
+def print_gan_report(r):
+  print(f"step {r['step']}: {r['num_samples']} samples vs {r['num_held_out']} held-out and "
+        f"{r['num_train']} training images; reference set: {r['reference']}")
+  print(f"feature space {r['feature_space']}: {r['feature_space_description']}")
+  print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g} +- {r['kid_std']:.2g}")
+  d = r["diversity"]
+  print(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
+        f"{d['real_mean_pairwise_distance']:.4g} (ratio {d['diversity_ratio']:.3f}); "
+        f"near-duplicate samples {d['near_duplicate_fraction']:.1%}")
+  if "class_coverage" in r:
+    c, h = r["class_coverage"], r["held_out_class_coverage"]
+    print(f"  classes: {c['classes_covered']}/{c['num_classes']} covered, entropy "
+          f"{c['class_entropy']:.3f} (held-out {h['class_entropy']:.3f}, max "
+          f"{c['max_class_entropy']:.3f}); histogram {c['class_histogram']}")
+  for key, name in (("memorisation", "features"), ("memorisation_pixels", "pixels")):
+    if key not in r:
+      print("  memorisation: not measurable without held-out images")
+      break
+    m = r[key]
+    print(f"  memorisation ({name}): median distance to nearest training image "
+          f"{m['sample_to_train_median']:.4g} (held-out real {m['held_out_to_train_median']:.4g});"
+          f" samples closer than 99% of held-out: {m['copy_fraction']:.1%}")
+  flags_ = r["flags"]
+  memo = {True: "YES", False: "no", None: "not measured"}[flags_["memorisation"]]
+  print(f"  flags: mode collapse {'YES' if flags_['mode_collapse'] else 'no'}, memorisation {memo}")
+  print(f"samples in {r['samples']}, grids {r['grid']} and {r['memorisation_grid']}")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
   from jaxgan.errors import UserError
   from jaxgan.experiment import evaluate
   try:
     result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
-                      eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value)
+                      eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
+                      features=_FEATURES.value)
   except UserError as e:
     print(f"{e.prefix}: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
@@ -38,11 +70,16 @@ def main(argv):
           f"{result['num_a']} A, {result['num_b']} B images)")
     print(f"cycle L1  A->B->A {result['cycle_l1_A']:.4f}  B->A->B {result['cycle_l1_B']:.4f}")
     print(f"identity L1  G_A(B) {result['identity_l1_A']:.4f}  G_B(A) {result['identity_l1_B']:.4f}")
+    print(f"in feature space {result['feature_space']} ({result['feature_space_description']}):")
+    for d in ("AtoB", "BtoA"):
+      r = result[d]
+      print(f"  {d}: Frechet distance {r['frechet_distance']:.4g} (untranslated: "
+            f"{r['identity_baseline_frechet_distance']:.4g}), KID {r['kid']:.4g} +- "
+            f"{r['kid_std']:.2g} (untranslated: {r['identity_baseline_kid']:.4g})")
     print(f"translations in {result['translations']}, grid {result['grid']}")
     return
   if "samples" in result:
-    print(f"step {result['step']}: {result['num_samples']} samples in {result['samples']}, "
-          f"grid {result['grid']}")
+    print_gan_report(result)
     return
   print(f"step {result['step']} on {result['dataset']} ({result['split']}, "
         f"{result['num_examples']} images)")

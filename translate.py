@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["workdir", "input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
   from jaxgan.errors import UserError
   from jaxgan.experiment import translate
   try:

@@ -291,14 +291,20 @@ class CycleGANTask(Task):
     writer.write_image(step, "cycles", grid, f"samples/step_{step:07d}.png")
 
 
-def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1) -> dict:
+def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
+                     features: str | None = None, batch_size: int | None = None) -> dict:
   """Translate the test domains both ways with the latest checkpoint.
 
   Writes `<workdir>/eval.json` (mean L1 of the cycle reconstructions and of
-  the identity mappings, in [-1, 1] pixel units), `translations.npz` (uint8
-  fake_B of every test A, fake_A of every test B, for the GAN metrics) and
-  `eval.png` (real / fake / reconstruction grids).
+  the identity mappings, in [-1, 1] pixel units; per direction the Frechet
+  distance and KID of the translations against the target domain's real test
+  images in the feature space `features` (default: pixels), beside the same
+  for the untranslated source images), `translations.npz` (uint8 fake_B of
+  every test A, fake_A of every test B) and `eval.png` (real / fake /
+  reconstruction grids).
   """
+  from jaxgan.features import feature_space
+  from jaxgan.gan_metrics import translation_report
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
   devices = parallel.local_devices(num_devices)
@@ -326,13 +332,17 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
   rec_a, rec_b = task.translate(g_b, fake_b), task.translate(g_a, fake_a)
   idt_a, idt_b = task.translate(g_a, real_b), task.translate(g_b, real_a)
   err = lambda x, y: float(np.mean(np.abs(from_uint8(x) - from_uint8(y))))
+  space = feature_space(features or "pixels")
+  metrics = {"feature_space": space.name, "feature_space_description": space.describe,
+             "AtoB": translation_report(space, fake_b, real_b, real_a, batch_size or 250, devices),
+             "BtoA": translation_report(space, fake_a, real_a, real_b, batch_size or 250, devices)}
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
             "dataset": str(eval_config.dataset), "split": split,
             "num_a": len(real_a), "num_b": len(real_b),
             "cycle_l1_A": err(rec_a, real_a), "cycle_l1_B": err(rec_b, real_b),
             "identity_l1_A": err(idt_a, real_b), "identity_l1_B": err(idt_b, real_a),
             "translations": os.path.join(workdir, "translations.npz"),
-            "grid": os.path.join(workdir, "eval.png")}
+            "grid": os.path.join(workdir, "eval.png"), **metrics}
   if jax.process_index() == 0:
     np.savez_compressed(result["translations"], fake_b=fake_b, fake_a=fake_a)
     save_png(result["grid"], task.cycle_grid(state, real_a[:8], real_b[:8]))

@@ -89,13 +89,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
-             eval_batch_size: int | None = None, num_samples: int = 1000) -> dict:
+             eval_batch_size: int | None = None, num_samples: int = 1000,
+             features: str | None = None) -> dict:
   """Evaluate the latest checkpoint of `workdir`; writes `<workdir>/eval.json`.
 
   Classifier: test accuracy (plain, flip TTA), loss, per class (`dataset`,
   `eval_batch_size` override the saved config). WGAN: `num_samples` samples
-  to samples.npz and a grid to samples.png. CycleGAN: the test domains
-  translated both ways (cycle / identity L1, translations.npz, eval.png).
+  (samples.npz, samples.png) and the GAN metrics in the feature space
+  `features`. CycleGAN: the test domains translated both ways (cycle /
+  identity L1, Frechet distance and KID per direction, translations.npz,
+  eval.png).
   """
   from jaxgan.loop import load_config
   task = load_config(workdir).get("task", "classifier")
@@ -105,10 +108,12 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
                             eval_batch_size=eval_batch_size)
   if task == "wgan":
     from jaxgan.wgan import evaluate_workdir
-    return evaluate_workdir(workdir, num_samples=num_samples, num_devices=num_devices)
+    return evaluate_workdir(workdir, num_samples=num_samples, num_devices=num_devices,
+                            features=features, batch_size=eval_batch_size)
   if task == "cyclegan":
     from jaxgan.cyclegan import evaluate_workdir
-    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices)
+    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices, features=features,
+                            batch_size=eval_batch_size)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
 
 

@@ -17,6 +17,7 @@ passes, as in the reference. Samples are drawn with the generator in
 training mode too (batch statistics of the sample batch), as the reference
 draws its grids.
 """
+import json
 import os
 from typing import Any
 
@@ -28,7 +29,7 @@ import optax
 
 from jaxgan import parallel
 from jaxgan.data import epoch_permutation, load_gan_images
-from jaxgan.errors import ConfigError
+from jaxgan.errors import ConfigError, DatasetError
 from jaxgan.images import from_uint8, make_grid, to_uint8
 from jaxgan.loop import Task, skip_nonfinite, skips_nonfinite
 from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator, check_isize
@@ -316,22 +317,44 @@ class WGANTask(Task):
     writer.write_image(step, "samples", grid, f"samples/step_{step:07d}.png")
 
 
-def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -1) -> dict:
-  """Sample a trained WGAN: `<workdir>/samples.png` (grid) and `samples.npz` (uint8)."""
-  import json
+def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -1,
+                     features: str | None = None, batch_size: int | None = None,
+                     held_out_split: str | None = None, max_train: int = 10000) -> dict:
+  """Sample a trained WGAN and measure the samples.
+
+  Writes `<workdir>/samples.npz` (uint8), `samples.png` (grid), `eval.json`
+  and `memorisation.png` (the 8 samples nearest to a training image, each
+  beside it). Metrics (`jaxgan.gan_metrics.unconditional_report`) use the
+  feature space `features` (default: pixels) against the held-out split
+  (`test` unless given) and up to `max_train` training images.
+  """
+  from jaxgan.features import feature_space
+  from jaxgan.gan_metrics import unconditional_report
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
   devices = parallel.local_devices(num_devices)
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: WGANTask(config, devices, train=False))
+  space = feature_space(features or "pixels")
   noise = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (num_samples, task.nz))
   samples = task.generate(state, noise)
+  try:
+    held_out = load_gan_images(config, held_out_split or config.get("eval_split", "test"))
+  except DatasetError:
+    if held_out_split:
+      raise
+    held_out = None  # reported: the metrics then use the training images as the reference
+  train = load_gan_images(config)
+  train = train[np.sort(np.random.default_rng(0).permutation(len(train))[:max_train])]
+  report, pairs = unconditional_report(space, samples, held_out, train, batch_size or 250, devices)
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
             "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
-            "grid": os.path.join(workdir, "samples.png")}
+            "grid": os.path.join(workdir, "samples.png"),
+            "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
   if jax.process_index() == 0:
     np.savez_compressed(result["samples"], images=samples)
     save_png(result["grid"], make_grid(samples[:64]))
+    save_png(result["memorisation_grid"], pairs)
     with open(os.path.join(workdir, "eval.json"), "w") as f:
       json.dump(result, f, indent=2)
   return result

@@ -320,3 +320,7 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   with open(os.path.join(workdir, "eval.json")) as f:
     result = json.load(f)
   assert result["num_a"] == 64 and 0 < result["cycle_l1_A"] < 2
+  assert result["feature_space"] == "pixels"
+  for d in ("AtoB", "BtoA"):
+    assert result[d]["frechet_distance"] > 0 and result[d]["identity_baseline_frechet_distance"] > 0
+  assert "untranslated" in out.stdout

@@ -107,31 +107,38 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   return ClassificationData(class_names, data, source)
 
 
-def load_gan_images(config) -> np.ndarray:
-  """This process's share of the training images for a GAN: uint8 (N, S, S, 3).
+def load_gan_images(config, split: str | None = None) -> np.ndarray:
+  """This process's share of the images of a GAN dataset: uint8 (N, S, S, 3).
 
   `config.dataset` is a TFDS name (images resized, centre-cropped), a folder
-  or archive of images in any layout (its `train_split` subfolder if it has
-  one), or `fake`. `config.train_subset` keeps the first N of a fixed shuffle.
+  or archive of images in any layout (its `split` subfolder if it has one),
+  or `fake`. `split` defaults to `config.train_split`; any other split (the
+  held-out images of the GAN metrics) must exist as such. `config.train_subset`
+  keeps the first N training images of a fixed shuffle.
   """
   dataset, size = str(config.dataset), config.image_size
-  split = config.get("train_split", "train")
+  train_split = config.get("train_split", "train")
+  split = split or train_split
+  held_out = split != train_split
   pi, pc = jax.process_index(), jax.process_count()
   if dataset == "fake":
-    images = fake_split(size, config.get("train_subset", -1))[0]
+    images = fake_split(size, 1000 if held_out else config.get("train_subset", -1),
+                        seed=int(held_out))[0]
   elif is_path(dataset):
     from jaxgan.data.folder import read_images
     cache = config.get("cache_dir", "")
     images = read_images(dataset, size, split, None if cache == "none" else cache,
+                         require_subdir=held_out,
                          bad_images=config.get("bad_images", "skip"))[pi::pc]
   else:
     from jaxgan.data import tfds_source
     images = tfds_source.load_images(dataset, split, size, config.get("tfds_data_dir", "") or None,
                                      config.get("download", True))
-  images = fixed_subset(images, np.zeros(len(images), np.int32),
-                        config.get("train_subset", -1))[0]
+  if not held_out:
+    images = fixed_subset(images, np.zeros(len(images), np.int32),
+                          config.get("train_subset", -1))[0]
   if len(images) == 0:
-    raise DatasetError(f"{dataset} has no training images for process {pi}.")
+    raise DatasetError(f"{dataset} has no {split} images for process {pi}.")
   return images
 
 

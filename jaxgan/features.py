@@ -1,0 +1,141 @@
+"""Feature spaces for the GAN metrics, computed batched, jitted and data parallel.
+
+`--features` names one:
+- `darknet:<workdir>`: a classifier this project trained (train.py with
+  configs/darknet_cifar10.py, or any classifier config). Its globally pooled
+  penultimate activations are the features and its predicted classes give
+  the class histogram. Works offline; images are resized to the size it was
+  trained at and normalised with its saved statistics.
+- `pixels`: the images themselves (downsampled to at most 32x32, in [0, 1]),
+  a baseline space with no learned features.
+"""
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgan import parallel
+from jaxgan.errors import ConfigError, WorkdirError
+
+SPACES_HELP = ("--features takes darknet:<workdir of a trained classifier> (train one offline "
+               "with: python train.py --config configs/darknet_cifar10.py --workdir runs/features "
+               "--config.dataset=<CIFAR-10 folder or archive>) or pixels")
+
+
+@dataclasses.dataclass
+class FeatureSpace:
+  """`name` says which space every number used; `describe` how it was made."""
+  name: str
+  describe: str
+  apply: Callable  # (variables, uint8 images) -> (features, logits or zeros)
+  variables: dict
+  num_classes: int = 0
+  class_names: tuple = ()
+
+  def __call__(self, images: np.ndarray, batch_size: int = 250, devices=None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(features (N, D) float32, predicted classes (N,) or None) of uint8 NHWC images.
+
+    Batches are split over `devices`; the last batch is padded, never dropped.
+    """
+    devices = devices or parallel.local_devices()
+    n_dev = len(devices)
+    batch_size = max(n_dev, batch_size // n_dev * n_dev)
+    fn = _compiled(self.apply, tuple(devices))
+    variables = parallel.replicate(self.variables, devices)
+    feats, preds = [], []
+    for i in range(0, len(images), batch_size):
+      chunk = np.asarray(images[i:i + batch_size])
+      pad = batch_size - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+      f, logits = fn(variables, parallel.shard(chunk, devices))
+      f, logits = (np.asarray(x).reshape(batch_size, -1)[:len(chunk) - pad] for x in (f, logits))
+      feats.append(f)
+      preds.append(logits.argmax(-1))
+    feats = np.concatenate(feats).astype(np.float32)
+    return feats, (np.concatenate(preds) if self.num_classes else None)
+
+
+_COMPILED = {}
+
+
+def _compiled(apply, devices):
+  key = (apply, devices)
+  if key not in _COMPILED:
+    _COMPILED[key] = parallel.pmap_step(apply, devices, donate_state=False)
+  return _COMPILED[key]
+
+
+def pixel_space() -> FeatureSpace:
+  def apply(variables, images):
+    x = images.astype(jnp.float32) / 255.0
+    h = min(32, x.shape[1])
+    if x.shape[1] != h:
+      x = jax.image.resize(x, (x.shape[0], h, h, x.shape[3]), "linear", antialias=True)
+    return x.reshape(x.shape[0], -1), jnp.zeros((x.shape[0], 1))
+
+  return FeatureSpace("pixels", "raw pixels in [0, 1], downsampled to at most 32x32", apply, {})
+
+
+def darknet_space(workdir: str) -> FeatureSpace:
+  """The penultimate features and predictions of a classifier trained by train.py."""
+  from jaxgan.checkpoint import Checkpointer
+  from jaxgan.classifier import build_model
+  from jaxgan.loop import load_config
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f"--features=darknet:{workdir}: no such workdir. {SPACES_HELP}")
+  config = load_config(workdir)
+  if config.get("task", "classifier") != "classifier":
+    raise ConfigError(f"--features=darknet:{workdir} is a {config.task!r} run, not a classifier. "
+                      + SPACES_HELP)
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise WorkdirError(f"--features=darknet:{workdir} has no checkpoint yet. {SPACES_HELP}")
+    state, meta = ckpt.restore(None)
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  class_names = tuple(meta["class_names"])
+  model = build_model(config.model, len(class_names), jnp.float32)
+  mean, std = (np.asarray(meta["data_stats"][k], np.float32) for k in ("mean", "std"))
+  size = config.image_size
+
+  def apply(variables, images):
+    x = images.astype(jnp.float32) / 255.0
+    if x.shape[1:3] != (size, size):
+      x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear", antialias=True)
+    x = (x - mean) / std
+    f = model.apply(variables, x, train=False, method="features")
+    logits = model.apply(variables, x, train=False)
+    return f.astype(jnp.float32), logits.astype(jnp.float32)
+
+  accuracy = "accuracy not measured yet (run evaluate.py on it)"
+  eval_path = os.path.join(workdir, "eval.json")
+  if os.path.exists(eval_path):
+    with open(eval_path) as f:
+      result = json.load(f)
+    if "accuracy" in result:
+      accuracy = f"test accuracy {result['accuracy']:.4f} at step {result['step']}"
+  variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+  return FeatureSpace(f"darknet:{workdir}",
+                      f"{type(model).__name__} penultimate features ({config.model.name}, "
+                      f"{size}x{size}, step {step}; {accuracy})", apply, variables,
+                      len(class_names), class_names)
+
+
+def feature_space(spec: str | None) -> FeatureSpace:
+  if not spec:
+    raise ConfigError("GAN metrics need a feature space. " + SPACES_HELP)
+  if spec == "pixels":
+    return pixel_space()
+  kind, _, arg = spec.partition(":")
+  if kind == "darknet" and arg:
+    return darknet_space(arg)
+  raise ConfigError(f"--features={spec!r} is unknown. {SPACES_HELP}")
