@@ -32,7 +32,8 @@ def print_gan_report(r):
   d = r["diversity"]
   print(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
         f"{d['real_mean_pairwise_distance']:.4g} (ratio {d['diversity_ratio']:.3f}); "
-        f"near-duplicate samples {d['near_duplicate_fraction']:.1%}")
+        f"near-duplicate samples {d['near_duplicate_fraction']:.1%} "
+        f"({d['near_duplicate_pairs']} pairs)")
   if "class_coverage" in r:
     c, h = r["class_coverage"], r["held_out_class_coverage"]
     print(f"  classes: {c['classes_covered']}/{c['num_classes']} covered, entropy "

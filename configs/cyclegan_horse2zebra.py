@@ -20,6 +20,8 @@ horse->zebra FID: about 62 with the identity loss, 77 without.
 """
 import ml_collections
 
+from configs.common import add_run_fields
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -58,15 +60,7 @@ def get_config():
   config.decay_epochs = 100  # ... the last of which decay the lr linearly to 0
   config.num_train_steps = -1
 
-  config.seed = 0
-  config.num_devices = -1
-  config.distributed = False
-  config.log_every_steps = 100
-  config.sample_every_steps = 1000
-  config.num_grid_samples = 4
-  config.eval_every_epochs = 0  # evaluate.py translates the test sets
-  config.checkpoint_every_epochs = 1
-  config.keep_checkpoints = 3
-  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
-  config.progress_bar = True
+  # evaluate.py translates the test sets; no epoch-end evaluation.
+  add_run_fields(config, log_every_steps=100, eval_every_epochs=0, sample_every_steps=1000,
+                 num_grid_samples=4)
   return config

@@ -14,6 +14,8 @@ Without internet, pass a local copy: --config.dataset=/path/to/cifar10
 """
 import ml_collections
 
+from configs.common import add_run_fields
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -61,14 +63,5 @@ def get_config():
   config.augment.pad_mode = "symmetric"  # fastai's cv2.BORDER_REFLECT; "reflect" = PyTorch's
   config.augment.flip = True
 
-  config.seed = 0
-  config.num_devices = -1  # local devices to use; -1 = all
-  config.distributed = False  # call jax.distributed.initialize() (multi-host runs)
-
-  config.log_every_steps = 50
-  config.eval_every_epochs = 1
-  config.checkpoint_every_epochs = 1
-  config.keep_checkpoints = 3
-  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
-  config.progress_bar = True
+  add_run_fields(config, log_every_steps=50, eval_every_epochs=1)
   return config

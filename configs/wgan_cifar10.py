@@ -16,6 +16,8 @@ evaluation issue's metrics.
 """
 import ml_collections
 
+from configs.common import add_run_fields
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -55,15 +57,7 @@ def get_config():
   config.num_epochs = 20
   config.num_train_steps = -1  # cap in generator iterations
 
-  config.seed = 0
-  config.num_devices = -1
-  config.distributed = False
-  config.log_every_steps = 25
-  config.sample_every_steps = 500
-  config.num_grid_samples = 64
-  config.eval_every_epochs = 0  # GAN metrics come from evaluate.py
-  config.checkpoint_every_epochs = 1
-  config.keep_checkpoints = 3
-  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
-  config.progress_bar = True
+  # GAN metrics come from evaluate.py, not from epoch-end evaluation.
+  add_run_fields(config, log_every_steps=25, eval_every_epochs=0, sample_every_steps=500,
+                 num_grid_samples=64)
   return config

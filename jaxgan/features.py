@@ -6,6 +6,12 @@
   penultimate activations are the features and its predicted classes give
   the class histogram. Works offline; images are resized to the size it was
   trained at and normalised with its saved statistics.
+- `inception:<file>`: the standard FID InceptionV3 (pool3, 2048-d; its 1008
+  ImageNet-style classes give the class histogram), with weights read from a
+  local file: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (from
+  https://github.com/mseitzer/pytorch-fid/releases, tag fid_weights; about 95 MB),
+  or an .npz of the same state dict. Nothing is ever downloaded. These are
+  the numbers comparable to published FIDs (computed on the same sample count).
 - `pixels`: the images themselves (downsampled to at most 32x32, in [0, 1]),
   a baseline space with no learned features.
 """
@@ -21,9 +27,12 @@ import numpy as np
 from jaxgan import parallel
 from jaxgan.errors import ConfigError, WorkdirError
 
+INCEPTION_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                 "pt_inception-2015-12-05-6726825d.pth")
 SPACES_HELP = ("--features takes darknet:<workdir of a trained classifier> (train one offline "
                "with: python train.py --config configs/darknet_cifar10.py --workdir runs/features "
-               "--config.dataset=<CIFAR-10 folder or archive>) or pixels")
+               "--config.dataset=<CIFAR-10 folder or archive>), inception:<weights file> "
+               f"(pytorch-fid's FID weights, {INCEPTION_URL}) or pixels")
 
 
 @dataclasses.dataclass
@@ -130,6 +139,27 @@ def darknet_space(workdir: str) -> FeatureSpace:
                       len(class_names), class_names)
 
 
+def inception_space(path: str) -> FeatureSpace:
+  """The FID InceptionV3 with weights from a local file (never downloaded)."""
+  from jaxgan.models.inception import FIDInceptionV3, variables_from_state_dict
+  from jaxgan.torch_weights import TorchFileError, load_state_dict
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isfile(path):
+    raise ConfigError(f"--features=inception:{path}: no such file. Download the FID Inception "
+                      f"weights once from {INCEPTION_URL} (about 95 MB) and pass their path; jaxgan "
+                      "never downloads them itself.")
+  try:
+    variables = variables_from_state_dict(load_state_dict(path))
+  except (TorchFileError, ValueError) as e:
+    raise ConfigError(f"--features=inception:{path} could not be used: {e}. The file should be "
+                      f"pytorch-fid's pt_inception-2015-12-05-6726825d.pth ({INCEPTION_URL}), "
+                      "complete (about 95 MB), or an .npz of the same state dict.") from e
+  model = FIDInceptionV3()
+  return FeatureSpace(f"inception:{path}", "FID InceptionV3 pool3 features (2048-d, 299x299 "
+                      f"bilinear), weights {os.path.basename(path)}",
+                      lambda v, images: model.apply(v, images), variables, 1008)
+
+
 def feature_space(spec: str | None) -> FeatureSpace:
   if not spec:
     raise ConfigError("GAN metrics need a feature space. " + SPACES_HELP)
@@ -138,4 +168,6 @@ def feature_space(spec: str | None) -> FeatureSpace:
   kind, _, arg = spec.partition(":")
   if kind == "darknet" and arg:
     return darknet_space(arg)
+  if kind == "inception" and arg:
+    return inception_space(arg)
   raise ConfigError(f"--features={spec!r} is unknown. {SPACES_HELP}")

@@ -95,7 +95,8 @@ def diversity(samples: np.ndarray, real: np.ndarray, duplicate_quantile: float =
     (about 1 for a healthy generator, much lower when it collapses);
   - `near_duplicate_fraction`: the fraction of samples whose nearest other
     sample is closer than all but `duplicate_quantile` of real images are
-    to their nearest other real image (about that quantile for real data).
+    to their nearest other real image (about that quantile for real data);
+    `near_duplicate_pairs` counts the sample pairs that close.
   """
   ds, dr = pairwise_distances(samples), pairwise_distances(real)
   n, m = len(ds), len(dr)
@@ -107,6 +108,7 @@ def diversity(samples: np.ndarray, real: np.ndarray, duplicate_quantile: float =
   return {"mean_pairwise_distance": float(mean_s), "real_mean_pairwise_distance": float(mean_r),
           "diversity_ratio": float(mean_s / mean_r) if mean_r > 0 else float("nan"),
           "near_duplicate_fraction": float(np.mean(ds.min(1) < threshold)),
+          "near_duplicate_pairs": int(np.triu(ds < threshold, 1).sum()),
           "near_duplicate_threshold": float(threshold)}
 
 

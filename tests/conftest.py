@@ -57,6 +57,13 @@ def cache_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("jaxgan-cache"))
 
 
+# tiny_config's recipe as train.py flags (add --config.dataset, --workdir and the rest).
+TINY_CLI = ["--config", "configs/tiny_darknet.py", "--config.num_devices=1",
+            "--config.image_size=8", "--config.augment.pad=2", "--config.model.num_blocks=(1,)",
+            "--config.model.nf=4", "--config.eval_batch_size=8", "--config.train_subset=-1",
+            "--config.eval_subset=-1", "--config.cache_dir=none", "--config.progress_bar=False"]
+
+
 def tiny_config(dataset, cache_dir="none", **overrides):
   """The tiny Darknet recipe on `dataset`, 1 device, quiet; `a__b=v` sets config.a.b."""
   from configs import tiny_darknet
@@ -111,4 +118,27 @@ def tiny_wgan_config(dataset, **overrides):
   config.log_every_steps = 1
   config.sample_every_steps = 4
   config.num_grid_samples = 16
+  return set_fields(config, overrides)
+
+
+def tiny_cyclegan_config(dataset="fake", **overrides):
+  """32x32 crops of 36x36 images, 8-channel nets with 1 block, 1 device, quiet."""
+  from configs import cyclegan_horse2zebra
+  config = cyclegan_horse2zebra.get_config()
+  config.dataset = dataset
+  config.cache_dir = "none"
+  config.train_subset = 8
+  config.load_size = 36
+  config.image_size = 32
+  config.model.ngf = 8
+  config.model.ndf = 8
+  config.model.n_blocks = 1
+  config.pool_size = 4
+  config.num_epochs = 2
+  config.decay_epochs = 1
+  config.num_devices = 1
+  config.log_every_steps = 2
+  config.sample_every_steps = 8
+  config.num_grid_samples = 3
+  config.progress_bar = False
   return set_fields(config, overrides)

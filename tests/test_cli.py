@@ -6,12 +6,10 @@ import sys
 
 import pytest
 
+from conftest import TINY_CLI
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config", "configs/tiny_darknet.py", "--config.num_devices=1",
-        "--config.image_size=8", "--config.augment.pad=2", "--config.model.num_blocks=(1,)",
-        "--config.model.nf=4", "--config.batch_size=8", "--config.eval_batch_size=8",
-        "--config.train_subset=-1", "--config.eval_subset=-1", "--config.cache_dir=none",
-        "--config.progress_bar=False", "--config.num_epochs=1"]
+TINY = TINY_CLI + ["--config.batch_size=8", "--config.num_epochs=1"]
 
 
 def run(*args):

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import set_fields
+from conftest import set_fields, tiny_cyclegan_config
 from jaxgan import experiment, parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.cyclegan import CycleGANTask, gan_loss
@@ -20,29 +20,6 @@ from jaxgan.images import from_uint8
 from jaxgan.writers import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_cyclegan_config(dataset="fake", **overrides):
-  """32x32 crops of 36x36 images, 8-channel nets with 1 block, 1 device, quiet."""
-  from configs import cyclegan_horse2zebra
-  config = cyclegan_horse2zebra.get_config()
-  config.dataset = dataset
-  config.cache_dir = "none"
-  config.train_subset = 8
-  config.load_size = 36
-  config.image_size = 32
-  config.model.ngf = 8
-  config.model.ndf = 8
-  config.model.n_blocks = 1
-  config.pool_size = 4
-  config.num_epochs = 2
-  config.decay_epochs = 1
-  config.num_devices = 1
-  config.log_every_steps = 2
-  config.sample_every_steps = 8
-  config.num_grid_samples = 3
-  config.progress_bar = False
-  return set_fields(config, overrides)
 
 
 def write_domain(root, images):
@@ -279,13 +256,9 @@ def run_cli(*args):
 def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   from PIL import Image
   workdir = str(tmp_path / "run")
-  out = run_cli("train.py", "--config", "configs/cyclegan_horse2zebra.py", f"--workdir={workdir}",
-                "--config.dataset=fake", "--config.train_subset=4", "--config.load_size=36",
-                "--config.image_size=32", "--config.model.ngf=4", "--config.model.ndf=4",
-                "--config.model.n_blocks=1", "--config.num_epochs=1", "--config.decay_epochs=0",
-                "--config.sample_every_steps=4", "--config.num_grid_samples=2",
-                "--config.progress_bar=False", "--config.num_devices=1", "--config.cache_dir=none")
-  assert out.returncode == 0, out.stderr
+  experiment.train_and_evaluate(
+      tiny_cyclegan_config(train_subset=4, model__ngf=4, model__ndf=4, num_epochs=1,
+                           decay_epochs=0, sample_every_steps=4, num_grid_samples=2), workdir)
   grid = np.asarray(Image.open(os.path.join(workdir, "samples", "step_0000004.png")))
   assert grid.shape == (2 + 2 * 34, 2 + 6 * 34, 3)  # 2 rows of real/fake/rec x 2 directions
 

@@ -78,6 +78,8 @@ def test_known_failures_are_flagged_and_real_images_are_not():
   collapsed, _ = unconditional_report(space, three, held_out, train, devices=devices)
   assert collapsed["flags"]["mode_collapse"] and not collapsed["flags"]["memorisation"]
   assert collapsed["diversity"]["near_duplicate_fraction"] == 1.0
+  # 3 groups of 70, 70, 60 identical images: every pair within a group.
+  assert collapsed["diversity"]["near_duplicate_pairs"] == 2 * 70 * 69 // 2 + 60 * 59 // 2
   # Distances rank them: copies and collapse are further from the real images than real ones.
   assert real["frechet_distance"] < collapsed["frechet_distance"]
   no_held_out, _ = unconditional_report(space, _blobs(100, 4), None, train, devices=devices)

@@ -1,7 +1,6 @@
 """Preemption, crashes, damaged checkpoints, NaNs, config changes, locks and bad input."""
 import errno
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config, write_image_folder
+from conftest import TINY_CLI, tiny_config, write_image_folder
 from jaxgan import experiment
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError, DatasetError, NonFiniteLossError, WorkdirError
@@ -21,11 +20,7 @@ from jaxgan.writers import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny classifier: 36 training images, batch 4 -> 9 steps per epoch.
-TINY = ["--config", "configs/tiny_darknet.py", "--config.num_devices=1",
-        "--config.image_size=8", "--config.augment.pad=2", "--config.model.num_blocks=(1,)",
-        "--config.model.nf=4", "--config.batch_size=4", "--config.eval_batch_size=8",
-        "--config.train_subset=-1", "--config.eval_subset=-1", "--config.cache_dir=none",
-        "--config.progress_bar=False", "--config.log_every_steps=1"]
+TINY = TINY_CLI + ["--config.batch_size=4", "--config.log_every_steps=1"]
 
 
 def final_state(workdir):

@@ -1,0 +1,18 @@
+"""Fields every recipe shares: seed, devices, periodic work, checkpoints, failure policy."""
+
+
+def add_run_fields(config, log_every_steps: int, eval_every_epochs: int,
+                   sample_every_steps: int | None = None, num_grid_samples: int | None = None):
+  config.seed = 0  # one seed for init, data order, augmentation and noise
+  config.num_devices = -1  # local devices to use; -1 = all
+  config.distributed = False  # call jax.distributed.initialize() (multi-host runs)
+  config.log_every_steps = log_every_steps
+  if sample_every_steps is not None:  # GANs: PNG grids to <workdir>/samples/ and TensorBoard
+    config.sample_every_steps = sample_every_steps
+    config.num_grid_samples = num_grid_samples
+  config.eval_every_epochs = eval_every_epochs
+  config.checkpoint_every_epochs = 1
+  config.keep_checkpoints = 3
+  config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
+  config.progress_bar = True
+  return config
