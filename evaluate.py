@@ -77,6 +77,10 @@ def main(argv):
       print(f"  {d}: Frechet distance {r['frechet_distance']:.4g} (untranslated: "
             f"{r['identity_baseline_frechet_distance']:.4g}), KID {r['kid']:.4g} +- "
             f"{r['kid_std']:.2g} (untranslated: {r['identity_baseline_kid']:.4g})")
+      if "target_class" in r:
+        share = r["target_class_share"]
+        print(f"    classified as {r['target_class']!r}: translated {share['translated']:.1%}, "
+              f"untranslated {share['untranslated']:.1%}, real target {share['real_target']:.1%}")
     print(f"translations in {result['translations']}, grid {result['grid']}")
     return
   if "samples" in result:

@@ -221,12 +221,25 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
 def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source: np.ndarray,
                        batch_size: int = 250, devices=None) -> dict:
   """One CycleGAN direction: translated test images against the target domain's real
-  test images, beside the do-nothing baseline (the source images themselves)."""
-  ff, _ = space(fake, batch_size, devices)
-  fr, _ = space(real_target, batch_size, devices)
-  fsrc, _ = space(source, batch_size, devices)
+  test images, beside the do-nothing baseline (the source images themselves).
+
+  In a space with classes, also the share of translations given the target
+  domain's most common class, beside the share of untranslated images and of
+  the real target images.
+  """
+  ff, pf = space(fake, batch_size, devices)
+  fr, pr = space(real_target, batch_size, devices)
+  fsrc, psrc = space(source, batch_size, devices)
   kid, kid_std = kernel_inception_distance(ff, fr)
   base_kid, _ = kernel_inception_distance(fsrc, fr)
-  return {"frechet_distance": frechet_distance_of(ff, fr), "kid": kid, "kid_std": kid_std,
-          "identity_baseline_frechet_distance": frechet_distance_of(fsrc, fr),
-          "identity_baseline_kid": base_kid}
+  report = {"frechet_distance": frechet_distance_of(ff, fr), "kid": kid, "kid_std": kid_std,
+            "identity_baseline_frechet_distance": frechet_distance_of(fsrc, fr),
+            "identity_baseline_kid": base_kid}
+  if space.num_classes:
+    target = int(np.bincount(pr, minlength=space.num_classes).argmax())
+    name = space.class_names[target] if space.class_names else str(target)
+    report["target_class"] = name
+    report["target_class_share"] = {"translated": float(np.mean(pf == target)),
+                                    "untranslated": float(np.mean(psrc == target)),
+                                    "real_target": float(np.mean(pr == target))}
+  return report

@@ -1,4 +1,6 @@
 """GAN metrics: known answers, independent computations, and the feature spaces."""
+import glob
+
 import jax
 import numpy as np
 import pytest
@@ -97,10 +99,10 @@ def test_diversity_ratio_of_identical_sets():
 
 def test_darknet_feature_space_end_to_end(image_folder, tmp_path):
   workdir = str(tmp_path / "clf")
-  experiment.train_and_evaluate(tiny_config(image_folder, num_epochs=1), workdir)
-  experiment.evaluate(workdir, num_devices=1)
+  experiment.train_and_evaluate(tiny_config(image_folder, num_epochs=6), workdir)
+  accuracy = experiment.evaluate(workdir, num_devices=1)["accuracy"]
   space = feature_space(f"darknet:{workdir}")
-  assert space.num_classes == 3 and "test accuracy" in space.describe
+  assert space.num_classes == 3 and f"test accuracy {accuracy:.4f}" in space.describe
   images = np.random.default_rng(0).integers(0, 256, (13, 8, 8, 3), dtype=np.uint8)
   f1, p1 = space(images, batch_size=250, devices=jax.local_devices()[:1])
   f4, p4 = space(images, batch_size=8, devices=jax.local_devices()[:4])  # padded last batch
@@ -115,3 +117,12 @@ def test_darknet_feature_space_end_to_end(image_folder, tmp_path):
   with pytest.raises(ConfigError, match="GAN metrics need a feature space"):
     feature_space("")
   assert darknet_space(workdir).name == f"darknet:{workdir}"
+  # CycleGAN's per-direction report in a space with classes: the target class share.
+  from jaxgan.gan_metrics import translation_report
+  folder = lambda cls: np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in
+                                 sorted(glob.glob(f"{image_folder}/train/{cls}/*.png"))])
+  a, c = folder("a"), folder("c")
+  r = translation_report(space, c, c, a, devices=jax.local_devices()[:1])  # "translations" = c
+  assert r["frechet_distance"] < r["identity_baseline_frechet_distance"]
+  share = r["target_class_share"]
+  assert share["translated"] == share["real_target"] > share["untranslated"]
