@@ -24,11 +24,15 @@ _FEATURES = flags.DEFINE_string(
 flags.mark_flags_as_required(["workdir"])
 
 
+def _pm(std):
+  return " (one estimate on all images)" if std != std else f" +- {std:.2g}"
+
+
 def print_gan_report(r):
   print(f"step {r['step']}: {r['num_samples']} samples vs {r['num_held_out']} held-out and "
         f"{r['num_train']} training images; reference set: {r['reference']}")
   print(f"feature space {r['feature_space']}: {r['feature_space_description']}")
-  print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g} +- {r['kid_std']:.2g}")
+  print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g}{_pm(r['kid_std'])}")
   d = r["diversity"]
   print(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
         f"{d['real_mean_pairwise_distance']:.4g} (ratio {d['diversity_ratio']:.3f}); "
@@ -75,8 +79,8 @@ def main(argv):
     for d in ("AtoB", "BtoA"):
       r = result[d]
       print(f"  {d}: Frechet distance {r['frechet_distance']:.4g} (untranslated: "
-            f"{r['identity_baseline_frechet_distance']:.4g}), KID {r['kid']:.4g} +- "
-            f"{r['kid_std']:.2g} (untranslated: {r['identity_baseline_kid']:.4g})")
+            f"{r['identity_baseline_frechet_distance']:.4g}), KID {r['kid']:.4g}"
+            f"{_pm(r['kid_std'])} (untranslated: {r['identity_baseline_kid']:.4g})")
       if "target_class" in r:
         share = r["target_class_share"]
         print(f"    classified as {r['target_class']!r}: translated {share['translated']:.1%}, "

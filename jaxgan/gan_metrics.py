@@ -65,7 +65,9 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subset_size: int =
   k(x, y) = (x.y / d + 1)^3, averaged over random subsets; (mean, std).
 
   The subset size is capped by the smaller set, so small test sets (120 / 140
-  horse2zebra images) work; it needs at least 2 vectors per set.
+  horse2zebra images) work; it needs at least 2 vectors per set. When both
+  sets are no larger than the subset, the one estimate uses every vector and
+  the spread is NaN (not estimated).
   """
   f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
   m = min(subset_size, len(f1), len(f2))
@@ -73,6 +75,8 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subset_size: int =
     raise ValueError(f"KID needs at least 2 feature vectors per set, got {len(f1)} and {len(f2)}")
   d = f1.shape[1]
   rng = np.random.default_rng(seed)
+  if m == len(f1) == len(f2):  # every subset would be the whole of both sets
+    num_subsets = 1
   values = []
   for _ in range(num_subsets):
     x = f1[rng.choice(len(f1), m, replace=False)]
@@ -81,7 +85,7 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subset_size: int =
     mmd = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
            - 2 * kxy.mean())
     values.append(mmd)
-  return float(np.mean(values)), float(np.std(values))
+  return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else float("nan")
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None, chunk: int = 2048) -> np.ndarray:

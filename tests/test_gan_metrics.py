@@ -55,7 +55,7 @@ def test_kid_is_the_unbiased_polynomial_mmd_and_works_on_small_test_sets():
   rng = np.random.default_rng(2)
   x, y = rng.normal(size=(20, 5)), rng.normal(size=(20, 5)) + 0.3
   mean, std = kernel_inception_distance(x, y, subset_size=20, num_subsets=3)
-  assert mean == pytest.approx(_kid_by_loops(x, y), rel=1e-9) and std < 1e-12
+  assert mean == pytest.approx(_kid_by_loops(x, y), rel=1e-9) and np.isnan(std)  # one estimate
   # horse2zebra's 120 / 140 test images: the subset size follows the smaller set.
   same = kernel_inception_distance(rng.normal(size=(120, 16)), rng.normal(size=(140, 16)))
   moved = kernel_inception_distance(rng.normal(size=(120, 16)), rng.normal(size=(140, 16)) + 1)
