@@ -145,6 +145,16 @@ class Checkpointer:
     print(message, file=sys.stderr, flush=True)
     self.manager.reload()
 
+  def newest_readable_meta(self) -> dict:
+    """The metadata of the newest checkpoint whose metadata reads ({} if none does):
+    what a task needs to be built before `restore_latest_good` checks the arrays."""
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        return self.restore_meta(step)
+      except Exception:  # damaged: restore_latest_good sets it aside with a warning
+        continue
+    return {}
+
   def restore_meta(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step
     return dict(self.manager.restore(step, args=ocp.args.Composite(
@@ -165,8 +175,7 @@ class Checkpointer:
 
 def _shape_mismatch(step: int, raw: PyTree, target: PyTree) -> str:
   def shapes(tree):
-    return sorted((tuple(np.shape(x)), str(np.asarray(x).dtype) if not hasattr(x, "dtype")
-                   else str(x.dtype)) for x in jax.tree_util.tree_leaves(tree))
+    return sorted((tuple(x.shape), str(np.dtype(x.dtype))) for x in jax.tree_util.tree_leaves(tree))
 
   have, want = shapes(raw), shapes(target)
   missing = [s for s in want if s not in have][:3]

@@ -369,7 +369,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
   Subfolders are mirrored; unreadable files are skipped and listed.
   """
   from PIL import Image
-  from jaxgan.data.folder import IMAGE_EXTENSIONS, to_rgb
+  from jaxgan.data.folder import IMAGE_EXTENSIONS, is_image_name, to_rgb
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
   from jaxgan.writers import progress_bar
@@ -382,7 +382,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
     raise DatasetError(f"--input {input_dir!r} is not a folder of images.")
   names = sorted(os.path.relpath(os.path.join(d, f), input_dir)
                  for d, _, files in os.walk(input_dir) for f in files
-                 if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+                 if is_image_name(f))
   if not names:
     raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}.")
   devices = parallel.local_devices(1)

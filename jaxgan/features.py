@@ -44,6 +44,13 @@ class FeatureSpace:
   variables: dict
   num_classes: int = 0
   class_names: tuple = ()
+  _on_devices: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def _replicated(self, devices: tuple):
+    """The variables on `devices`, copied there once (Inception's are ~95 MB)."""
+    if devices not in self._on_devices:
+      self._on_devices[devices] = parallel.replicate(self.variables, devices)
+    return self._on_devices[devices]
 
   def __call__(self, images: np.ndarray, batch_size: int = 250, devices=None
                ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -55,7 +62,7 @@ class FeatureSpace:
     n_dev = len(devices)
     batch_size = max(n_dev, batch_size // n_dev * n_dev)
     fn = _compiled(self.apply, tuple(devices))
-    variables = parallel.replicate(self.variables, devices)
+    variables = self._replicated(tuple(devices))
     feats, preds = [], []
     for i in range(0, len(images), batch_size):
       chunk = np.asarray(images[i:i + batch_size])

@@ -207,8 +207,12 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
       "memorisation": None}
   mem = memorisation(fs, fh, ft) if held_out is not None else None
   if mem is not None:
-    pixels = pixel_space()
-    mem_px = memorisation(*(pixels(x, batch_size, devices)[0] for x in (samples, held_out, train)))
+    if space.name == "pixels":  # already computed
+      mem_px = mem
+    else:
+      pixels = pixel_space()
+      mem_px = memorisation(*(pixels(x, batch_size, devices)[0]
+                              for x in (samples, held_out, train)))
     report["memorisation"], report["memorisation_pixels"] = _public(mem), _public(mem_px)
     report["flags"]["memorisation"] = bool(mem["copy_fraction"] > COPY_FRACTION
                                            or mem_px["copy_fraction"] > COPY_FRACTION)

@@ -284,7 +284,7 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
     if ckpt.latest_step() is None:
       raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
                          f"--workdir {workdir}")
-    task = build_task(config, ckpt.restore_meta(ckpt.latest_step()))
+    task = build_task(config, ckpt.newest_readable_meta())
     state, _, step = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(0)))
     if state is None:
       raise WorkdirError(f"every checkpoint under {ckpt.directory} is damaged (moved to "
@@ -347,9 +347,10 @@ def run(task: Task, config, workdir: str, devices) -> dict:
   try:
     if ckpt.all_steps():
       check_resumable(config, workdir)
-    state, meta, start = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(config.seed)))
+    fresh = task.init_state(jax.random.PRNGKey(config.seed))
+    state, meta, start = ckpt.restore_latest_good(fresh)
     if start is None:
-      state = task.init_state(jax.random.PRNGKey(config.seed))
+      state = fresh
     else:
       if meta.get("steps_per_epoch", task.steps_per_epoch) != task.steps_per_epoch:
         raise ConfigError(

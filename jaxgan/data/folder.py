@@ -80,7 +80,7 @@ def _decode_many(args):
   return out
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
   base = os.path.basename(name)
   return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -95,7 +95,7 @@ def _iter_directory(root: str, splits: Sequence[str]) -> Iterable[tuple[str, str
       if not os.path.isdir(cls_dir):
         continue
       for name in sorted(os.listdir(cls_dir)):
-        if _is_image_name(name):
+        if is_image_name(name):
           with open(os.path.join(cls_dir, name), "rb") as f:
             yield split, cls, name, f.read()
 
@@ -104,7 +104,7 @@ def _iter_archive(path: str, splits: Sequence[str]) -> Iterable[tuple[str, str, 
   try:
     with tarfile.open(path, "r:*") as tar:
       for member in tar:
-        if not member.isfile() or not _is_image_name(member.name):
+        if not member.isfile() or not is_image_name(member.name):
           continue
         parts = [p for p in member.name.split("/") if p not in ("", ".")]
         if len(parts) < 3 or parts[-3] not in splits:
@@ -128,13 +128,13 @@ def _iter_all(path: str, subdir: str | None, require_subdir: bool = False
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames.sort()
       for name in sorted(filenames):
-        if _is_image_name(name):
+        if is_image_name(name):
           with open(os.path.join(dirpath, name), "rb") as f:
             yield os.path.relpath(os.path.join(dirpath, name), root), f.read()
     return
   try:
     with tarfile.open(path, "r:*") as tar:
-      members = [m for m in tar.getmembers() if m.isfile() and _is_image_name(m.name)]
+      members = [m for m in tar.getmembers() if m.isfile() and is_image_name(m.name)]
       if subdir and any(subdir in m.name.split("/")[:-1] for m in members):
         members = [m for m in members if subdir in m.name.split("/")[:-1]]
       elif require_subdir:
