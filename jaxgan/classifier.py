@@ -7,6 +7,7 @@ runs forward/backward and updates, all in one compiled program.
 """
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -21,10 +22,10 @@ from jaxgan import parallel, schedules
 from jaxgan.data import augment, epoch_permutation, load_classification_data
 from jaxgan.errors import ConfigError
 from jaxgan.loop import Task
-from jaxgan.models import Darknet, WideResNet, count_params
+from jaxgan.models import Darknet, FastNet, WideResNet, count_params
 from jaxgan.models.layers import compute_dtype
 
-MODELS = {"darknet": Darknet, "wrn": WideResNet}
+MODELS = {"darknet": Darknet, "wrn": WideResNet, "fastnet": FastNet}
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -33,6 +34,7 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  ema: Any = None  # {"params", "batch_stats"} averaged weights when config.ema is on
 
 
 def build_model(model_config, num_classes: int, dtype=jnp.float32, axis_name=None) -> nn.Module:
@@ -62,25 +64,83 @@ def make_schedules(config, total_steps: int):
     return schedules.clr(total_steps, config.learning_rate, div, cut_div, (m0, m1))
   if kind == "constant":
     return schedules.constant(config.learning_rate, config.momentum)
-  raise ConfigError(f"--config.schedule={kind!r} is unknown; use clr_beta, clr or constant")
+  if kind == "triangle":
+    start, pct, end = config.triangle
+    return schedules.triangle(total_steps, config.learning_rate, start, pct, end, config.momentum)
+  raise ConfigError(f"--config.schedule={kind!r} is unknown; use clr_beta, clr, triangle or "
+                    "constant")
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def param_groups(params):
+  """The optimiser group of each parameter: "frozen" (FastNet's whitening filters),
+  "whiten_bias", "norm_bias" (BatchNorm shifts) or "default"."""
+  def label(path, _):
+    names = [str(getattr(k, "key", k)) for k in path]
+    if names[0] == "whiten":
+      return "frozen" if names[-1] == "kernel" else "whiten_bias"
+    if names[-1] == "bias" and any(n.startswith("BatchNorm") or "norm" in n for n in names[:-1]):
+      return "norm_bias"
+    return "default"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config, total_steps: int, steps_per_epoch: int
+                   ) -> optax.GradientTransformation:
   """SGD whose lr and momentum follow the schedule; L2 decay added to the gradient.
 
   Like PyTorch's SGD(weight_decay=wd): g + wd*p goes into the momentum buffer.
-  `inject_hyperparams` keeps the current lr/momentum in the optimiser state,
-  which is how the step reports them.
+  BatchNorm shifts get `bias_lr_scale` x the lr and 1/bias_lr_scale x the decay
+  (so the decay per step is unchanged, airbench's parametrisation); FastNet's
+  whitening bias trains for `whiten_bias_epochs` epochs, its filters never.
   """
   lr_fn, mom_fn = make_schedules(config, total_steps)
-  sgd = optax.inject_hyperparams(optax.sgd)(learning_rate=lr_fn, momentum=mom_fn,
-                                            nesterov=config.get("nesterov", False))
-  return optax.chain(optax.add_decayed_weights(config.weight_decay), sgd)
+  nesterov = config.get("nesterov", False)
+  scale = config.get("bias_lr_scale", 1.0)
+  bias_steps = config.get("whiten_bias_epochs", 0) * steps_per_epoch
+
+  def sgd(lr, decay):
+    # inject_hyperparams lets the momentum follow a schedule too.
+    return optax.chain(optax.add_decayed_weights(decay), optax.inject_hyperparams(optax.sgd)(
+        learning_rate=lr, momentum=mom_fn, nesterov=nesterov))
+
+  wd = config.weight_decay
+  return optax.multi_transform({
+      "default": sgd(lr_fn, wd),
+      "norm_bias": sgd(lambda i: lr_fn(i) * scale, wd / scale),
+      "whiten_bias": sgd(lambda i: lr_fn(i) * (i < bias_steps), wd),
+      "frozen": optax.set_to_zero(),
+  }, param_groups)
 
 
-def cross_entropy(logits, labels, num_classes):
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
-                                     jax.nn.one_hot(labels, num_classes))
+def cross_entropy(logits, labels, num_classes, label_smoothing: float = 0.0):
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def lookahead(state, params, batch_stats, ema_config, steps_per_epoch: int, total_steps: int):
+  """airbench's weight averaging, applied after the update of step `state.step`.
+
+  From epoch `start_epochs`, every `every_n_steps` steps: the first time the
+  average starts as a copy of the weights; later the average moves towards
+  the weights by 1 - rho, rho = decay_base**every_n_steps * (done / total)**decay_pow,
+  and the weights are replaced by it (Lookahead). At each epoch end the weights
+  are reset to the average. BatchNorm running statistics are averaged too.
+  """
+  n = state.step + 1  # steps done after this one
+  epoch = state.step // steps_per_epoch
+  every = ema_config.every_n_steps
+  first_step = ema_config.start_epochs * steps_per_epoch + 1
+  first = first_step + (-first_step) % every  # the first multiple of `every` from there
+  due = (epoch >= ema_config.start_epochs) & (n % every == 0)
+  rho = ema_config.decay_base ** every * (n / total_steps) ** ema_config.decay_pow
+  net = {"params": params, "batch_stats": batch_stats}
+  mix = lambda e, w: jnp.where(n == first, w, jnp.where(due, e + (1 - rho) * (w - e), e))
+  ema = jax.tree_util.tree_map(mix, state.ema, net)
+  reset = (n >= first) & (due | (n % steps_per_epoch == 0) | (n == total_steps))
+  net = jax.tree_util.tree_map(lambda e, w: jnp.where(reset, e, w), ema, net)
+  return net["params"], net["batch_stats"], ema
 
 
 class ClassifierTask(Task):
@@ -111,22 +171,32 @@ class ClassifierTask(Task):
     self.local_batch = config.batch_size // jax.process_count()
     self.device_batch = self.local_batch // self.num_local
     self.units_per_step = config.batch_size
-    self.num_epochs = config.num_epochs
+    self.num_epochs = math.ceil(config.num_epochs)
     self.steps_per_epoch = 1
+    self.whiten_images = None
     if train:
       n_train = len(data.images(config.train_split))
       self.steps_per_epoch = n_train // self.local_batch
       if self.steps_per_epoch == 0:
         raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
                           f"{n_train} training images this process has; lower it.")
-      self.train_data = parallel.replicate({"images": data.images(config.train_split),
-                                            "labels": data.labels(config.train_split)},
-                                           self.devices)
+      train_data = {"images": data.images(config.train_split),
+                    "labels": data.labels(config.train_split)}
+      if config.augment.get("alternate_flip", False):
+        # airbench: a random flip per image in epoch 0, the opposite one in odd epochs.
+        rng = np.random.default_rng([config.seed, 0xF11B])
+        train_data["flip0"] = rng.random(n_train) < 0.5
+      self.train_data = parallel.replicate(train_data, self.devices)
       self.n_train = n_train
-    self.tx = make_optimizer(config, self.steps_per_epoch * self.num_epochs)
+      self.whiten_images = data.images(config.train_split)[:config.get("whiten_images", 5000)]
+    self.tx = make_optimizer(config, self.total_steps, self.steps_per_epoch)
     self._set_up_eval(data.images(config.eval_split), data.labels(config.eval_split))
     self._epoch_inputs = (None, None)
     self._p_eval = parallel.pmap_step(self.eval_step, self.devices, donate_state=False)
+
+  @property
+  def total_steps(self) -> int:
+    return math.ceil(self.steps_per_epoch * self.config.num_epochs)  # num_epochs may be 9.9
 
   # ---- state -------------------------------------------------------------
   def init_state(self, rng):
@@ -139,9 +209,16 @@ class ClassifierTask(Task):
 
     variables = init()
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=self.tx.init(params), rng=rng)
+    if hasattr(self.model, "whitening_kernel") and self.whiten_images is not None:
+      x = augment.normalize(jnp.asarray(self.whiten_images), self.mean, self.std)
+      params = flax.core.copy(params, {"whiten": {**params["whiten"], "kernel": jax.jit(
+          self.model.whitening_kernel)(x)}})
+    batch_stats = variables.get("batch_stats", {})
+    ema = None
+    if self.config.get("ema") and self.config.ema.start_epochs >= 0:
+      ema = {"params": params, "batch_stats": batch_stats}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=self.tx.init(params), rng=rng, ema=ema)
 
   def describe(self):
     return (f"{type(self.model).__name__} ({self.config.dtype}) on {self.source}: "
@@ -169,6 +246,11 @@ class ClassifierTask(Task):
       self._epoch_inputs = (epoch, {"data": self.train_data, "order": order})
     return self._epoch_inputs[1]
 
+  def alternating_flips(self, flip0, index, step):
+    """airbench's flips: image i is flipped in even epochs iff flip0[i], in odd epochs iff not,
+    so every image is seen both ways every two epochs."""
+    return flip0[index] ^ ((step // self.steps_per_epoch) % 2 == 1)
+
   def train_step(self, state, batch, rng):
     config = self.config
     index = batch["order"][state.step % self.steps_per_epoch]
@@ -180,13 +262,16 @@ class ClassifierTask(Task):
     me = parallel.index()
     offsets = augment.take_device_rows(offsets, me, self.device_batch)
     flips = augment.take_device_rows(flips, me, self.device_batch)
+    if aug.get("alternate_flip", False):
+      flips = self.alternating_flips(batch["data"]["flip0"], index, state.step)
     x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
                           self.mean, self.std)
+    smoothing = config.get("label_smoothing", 0.0)
 
     def loss_fn(params):
       logits, updates = self.model.apply({"params": params, "batch_stats": state.batch_stats},
                                          x, train=True, mutable=["batch_stats"])
-      loss = cross_entropy(logits, labels, self.num_classes).mean()
+      loss = cross_entropy(logits, labels, self.num_classes, smoothing).mean()
       return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -194,11 +279,16 @@ class ClassifierTask(Task):
     # The only cross-device reduction of the step (BatchNorm syncs inside the model).
     grads, metrics = parallel.mean((grads, metrics))
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    hparams = opt_state[1].hyperparams
-    metrics["lr"] = hparams["learning_rate"]
-    metrics["momentum"] = hparams["momentum"]
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         batch_stats=batch_stats, opt_state=opt_state), metrics
+    lr_fn, mom_fn = make_schedules(config, self.total_steps)
+    metrics["lr"] = lr_fn(state.step)
+    metrics["momentum"] = mom_fn(state.step)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if ema is not None:
+      params, batch_stats, ema = lookahead(state, params, batch_stats, config.ema,
+                                           self.steps_per_epoch, self.total_steps)
+    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state, ema=ema), metrics
 
   # ---- evaluation --------------------------------------------------------
   def _set_up_eval(self, images, labels):
@@ -229,16 +319,27 @@ class ClassifierTask(Task):
     labels = inputs["data"]["labels"][index]
     x = augment.normalize(images, self.mean, self.std)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    logits = self.model.apply(variables, x, train=False).astype(jnp.float32)
-    logits_flip = self.model.apply(variables, x[:, :, ::-1], train=False).astype(jnp.float32)
+    apply = lambda v: self.model.apply(variables, v, train=False).astype(jnp.float32)
+    logits = apply(x)
+    logits_flip = apply(x[:, :, ::-1])
     probs_tta = jax.nn.softmax(logits) + jax.nn.softmax(logits_flip)
     onehot = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]
+    correct = lambda scores: (onehot * (jnp.argmax(scores, -1) == labels)[:, None]).sum(0)
     counts = {
         "total": onehot.sum(0),
-        "correct": (onehot * (jnp.argmax(logits, -1) == labels)[:, None]).sum(0),
-        "correct_tta": (onehot * (jnp.argmax(probs_tta, -1) == labels)[:, None]).sum(0),
+        "correct": correct(logits),
+        "correct_tta": correct(probs_tta),
         "loss": (cross_entropy(logits, labels, self.num_classes) * mask).sum(),
     }
+    if self.config.get("tta_translate", False):
+      # airbench's level-2 TTA: mirror-averaged logits, half weight on the image and half
+      # on its two one-pixel translations (up-left, down-right; reflect padding).
+      mirror = lambda v: 0.5 * (apply(v) + apply(v[:, :, ::-1]))
+      padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+      h, w = x.shape[1:3]
+      shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]
+      scores = 0.5 * (0.5 * (logits + logits_flip)) + 0.25 * sum(mirror(v) for v in shifted)
+      counts["correct_translate_tta"] = correct(scores)
     return parallel.sum(counts)
 
   def eval_counts(self, state) -> dict:
@@ -253,8 +354,11 @@ class ClassifierTask(Task):
   def evaluate(self, state):
     c = self.eval_counts(state)
     n = c["total"].sum()
-    return {"loss": c["loss"] / n, "accuracy": c["correct"].sum() / n,
-            "accuracy_flip_tta": c["correct_tta"].sum() / n}
+    result = {"loss": c["loss"] / n, "accuracy": c["correct"].sum() / n,
+              "accuracy_flip_tta": c["correct_tta"].sum() / n}
+    if "correct_translate_tta" in c:
+      result["accuracy_translate_tta"] = c["correct_translate_tta"].sum() / n
+    return result
 
 
 def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
@@ -285,6 +389,8 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
       "split": config.eval_split, "num_examples": int(n),
       "accuracy": float(c["correct"].sum() / n),
       "accuracy_flip_tta": float(c["correct_tta"].sum() / n),
+      **({"accuracy_translate_tta": float(c["correct_translate_tta"].sum() / n)}
+         if "correct_translate_tta" in c else {}),
       "loss": float(c["loss"] / n), "per_class_accuracy": per_class,
       "num_params": count_params(state.params),
   }

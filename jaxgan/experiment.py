@@ -20,7 +20,7 @@ def validate_config(config, num_devices_total: int) -> None:
          f"--config.batch_size={config.batch_size} does not split evenly over "
          f"{num_devices_total} devices; use a multiple of {num_devices_total} "
          "(or choose devices with --config.num_devices)")
-  _check(config.num_epochs >= 1, f"--config.num_epochs must be >= 1, got {config.num_epochs}")
+  _check(config.num_epochs > 0, f"--config.num_epochs must be positive, got {config.num_epochs}")
   _check(config.num_train_steps == -1 or config.num_train_steps >= 1,
          f"--config.num_train_steps must be -1 (from epochs) or >= 1, got "
          f"{config.num_train_steps}")

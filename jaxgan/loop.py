@@ -54,6 +54,11 @@ class Task:
   units_per_step: int = 1
   progress_keys: tuple = ("loss", "accuracy")
 
+  @property
+  def total_steps(self) -> int:
+    """Steps of the whole run (a task with fractional epochs overrides it)."""
+    return self.steps_per_epoch * self.num_epochs
+
   def init_state(self, rng: jax.Array) -> PyTree:
     """A fresh host (unreplicated) training state."""
     raise NotImplementedError
@@ -341,7 +346,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
   skip = skips_nonfinite(config)
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
   writer = MetricWriter(workdir)
-  total = task.steps_per_epoch * task.num_epochs
+  total = task.total_steps
   stop = total if config.num_train_steps < 0 else min(total, config.num_train_steps)
 
   try:

@@ -75,6 +75,21 @@ def clr(total_steps: int, peak_lr: float, div: float = 4, cut_div: float = 8,
   return lr, momentum
 
 
+def triangle(total_steps: int, peak_lr: float, start: float = 0.2, peak_pct: float = 23,
+             end: float = 0.07, momentum: float = 0.85) -> tuple[Schedule, Schedule]:
+  """airbench's piecewise-linear lr: peak*start at step 0, peak at step
+  `int(total_steps * peak_pct / 100)`, peak*end at `total_steps`; constant momentum."""
+  if total_steps < 1:
+    raise ValueError(f"triangle needs total_steps >= 1, got {total_steps}")
+  top = min(max(int(total_steps * peak_pct / 100), 1), total_steps)  # >= 1 for tiny runs
+  xs, ys = jnp.array([0.0, top, total_steps]), jnp.array([start, 1.0, end]) * peak_lr
+
+  def lr(step):
+    return jnp.interp(jnp.asarray(step, jnp.float32), xs, ys)
+
+  return lr, lambda step: jnp.full((), momentum, jnp.float32)
+
+
 def constant(peak_lr: float, momentum: float = 0.9) -> tuple[Schedule, Schedule]:
   return (lambda step: jnp.full((), peak_lr, jnp.float32),
           lambda step: jnp.full((), momentum, jnp.float32))

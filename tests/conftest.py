@@ -43,6 +43,11 @@ def image_folder(tmp_path):
   return write_image_folder(tmp_path / "data")
 
 
+@pytest.fixture
+def image_folder16(tmp_path):
+  return write_image_folder(tmp_path / "data16", size=16)
+
+
 @pytest.fixture(scope="session")
 def shared_cifar():
   path = os.path.abspath(SHARED_CIFAR)
@@ -82,6 +87,27 @@ def tiny_config(dataset, cache_dir="none", **overrides):
   config.eval_batch_size = 8
   config.num_epochs = 2
   config.log_every_steps = 2
+  return set_fields(config, overrides)
+
+
+def tiny_fast_config(dataset, cache_dir="none", **overrides):
+  """configs/cifar10_fast.py at toy size on `dataset`: 1 device, float32, quiet."""
+  from configs import cifar10_fast
+  config = cifar10_fast.get_config()
+  config.dataset = dataset
+  config.cache_dir = cache_dir
+  config.num_devices = 1
+  config.progress_bar = False
+  config.image_size = 16  # FastNet pools three times after a 2x2 valid conv
+  config.model.widths = (4, 8, 8)
+  config.dtype = "float32"
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_epochs = 2.5
+  config.log_every_steps = 2
+  config.whiten_bias_epochs = 1
+  config.ema.start_epochs = 1
+  config.ema.every_n_steps = 2
   return set_fields(config, overrides)
 
 

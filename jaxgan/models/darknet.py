@@ -20,33 +20,45 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxgan.models.layers import (activation, batch_norm, torch_default_bias_init,
-                                  torch_default_kernel_init)
+from jaxgan.models.layers import (activation, batch_norm, identity_init,
+                                  torch_default_bias_init, torch_default_kernel_init)
 
 Dtype = Any
 
 
 class ConvLayer(nn.Module):
-  """conv -> BN -> act (`preact=False`) or BN -> act -> conv (`preact=True`)."""
+  """conv -> BN -> act (`preact=False`) or BN -> act -> conv (`preact=True`).
+
+  The knobs the fast CIFAR-10 recipe needs: `pool` max-pools between the conv
+  and the BN (airbench's order), `bn_scale=False` freezes the BN scale at 1,
+  `identity_init` starts the conv as a pass-through of its input channels.
+  """
   features: int
   kernel_size: int = 3
   strides: int = 1
   preact: bool = False
   act: str = "leaky_relu"
   bn_momentum: float = 0.01  # PyTorch convention: weight of the new batch
+  bn_eps: float = 1e-5
+  bn_scale: bool = True
+  pool: int = 1
+  identity_init: bool = False
   axis_name: str | None = None
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     ks = self.kernel_size
+    init = identity_init() if self.identity_init else torch_default_kernel_init
     conv = nn.Conv(self.features, (ks, ks), strides=self.strides, padding=ks // 2,
-                   use_bias=False, dtype=self.dtype, kernel_init=torch_default_kernel_init)
-    norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
+                   use_bias=False, dtype=self.dtype, kernel_init=init)
+    norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype, eps=self.bn_eps,
+                      use_scale=self.bn_scale)
     act = activation(self.act)
+    pool = lambda h: nn.max_pool(h, (self.pool,) * 2, (self.pool,) * 2) if self.pool > 1 else h
     if self.preact:
-      return conv(act(norm(x, use_running_average=not train)))
-    return act(norm(conv(x), use_running_average=not train))
+      return pool(conv(act(norm(x, use_running_average=not train))))
+    return act(norm(pool(conv(x)), use_running_average=not train))
 
 
 class ResLayer(nn.Module):

@@ -28,7 +28,7 @@ def torch_default_bias_init(fan_in: int):
 
 
 def batch_norm(torch_momentum: float = 0.1, axis_name: str | None = None,
-               dtype: Dtype = jnp.float32, **kwargs) -> nn.BatchNorm:
+               dtype: Dtype = jnp.float32, eps: float = 1e-5, **kwargs) -> nn.BatchNorm:
   """BatchNorm with PyTorch's momentum convention and eps; call it with
   `use_running_average=not train`.
 
@@ -36,7 +36,7 @@ def batch_norm(torch_momentum: float = 0.1, axis_name: str | None = None,
   is the decay, so it is `1 - m`. Statistics are always reduced in float32.
   `axis_name` makes training-mode statistics span all devices of a pmap.
   """
-  return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=1e-5, axis_name=axis_name,
+  return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=eps, axis_name=axis_name,
                       dtype=dtype, **kwargs)
 
 
@@ -44,6 +44,7 @@ ACTIVATIONS = {
     "leaky_relu": functools.partial(nn.leaky_relu, negative_slope=0.1),
     "leaky_relu_0.2": functools.partial(nn.leaky_relu, negative_slope=0.2),
     "relu": nn.relu,
+    "gelu": functools.partial(nn.gelu, approximate=False),  # PyTorch's nn.GELU() default
 }
 
 
@@ -68,6 +69,21 @@ def compute_dtype(name: str):
 
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def identity_init(base_init=torch_default_kernel_init):
+  """PyTorch's `dirac_` on the first `in_features` filters of an HWIO conv kernel, `base_init`
+  for the rest: a conv with at least as many outputs as inputs starts by passing each input
+  channel through, an implicit residual (airbench's conv init)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    h, w, cin, cout = shape
+    kernel = base_init(key, shape, dtype)
+    n = min(cin, cout)
+    identity = jnp.zeros((h, w, cin, n), dtype).at[h // 2, w // 2].set(jnp.eye(cin, n, dtype=dtype))
+    return kernel.at[..., :n].set(identity)
+
+  return init
 
 
 def dcgan_normal_init(stddev: float = 0.02):
