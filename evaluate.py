@@ -3,7 +3,8 @@
     python evaluate.py --workdir runs/darknet [--dataset /data/cifar10]
 
 Uses the config saved in the workdir and writes <workdir>/eval.json:
-- classifier: test accuracy (plain and with flip TTA), loss, per-class accuracy;
+- classifier: test accuracy (plain, with flip TTA, and with flip + translate TTA for
+  recipes with tta_translate), loss, per-class accuracy;
 - WGAN: --num_samples samples to samples.npz and a grid to samples.png;
 - CycleGAN: the test domains translated both ways: cycle and identity L1,
   translations.npz (uint8 fake_B of each test A, fake_A of each test B), eval.png.
@@ -92,8 +93,10 @@ def main(argv):
     return
   print(f"step {result['step']} on {result['dataset']} ({result['split']}, "
         f"{result['num_examples']} images)")
+  translate = result.get("accuracy_translate_tta")
   print(f"accuracy {result['accuracy']:.4f}  with flip TTA {result['accuracy_flip_tta']:.4f}  "
-        f"loss {result['loss']:.4f}")
+        + (f"with flip + translate TTA {translate:.4f}  " if translate is not None else "")
+        + f"loss {result['loss']:.4f}")
   for name, acc in result["per_class_accuracy"].items():
     print(f"  {name:>12s} {acc:.4f}")
   print(f"written to {_WORKDIR.value}/eval.json")

@@ -191,7 +191,7 @@ def test_translate_tta_is_airbenchs_weighted_average_of_six_views(image_folder16
 def test_fast_recipe_resumes_bit_exactly_with_weight_averaging(image_folder16, tmp_path):
   # 36 images / batch 8: 4 steps per epoch, 2.5 epochs = 10 steps; averaging from step 5.
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  experiment.train_and_evaluate(tiny_fast_config(image_folder16), straight)
+  trained = experiment.train_and_evaluate(tiny_fast_config(image_folder16), straight)
   assert experiment.train_and_evaluate(tiny_fast_config(image_folder16, num_train_steps=6),
                                        resumed)["step"] == 6
   assert experiment.train_and_evaluate(tiny_fast_config(image_folder16), resumed)["step"] == 10
@@ -209,6 +209,10 @@ def test_fast_recipe_resumes_bit_exactly_with_weight_averaging(image_folder16, t
   for x, y in zip(jax.tree_util.tree_leaves(a["params"]), jax.tree_util.tree_leaves(
       a["ema"]["params"])):
     np.testing.assert_array_equal(x, y)
+  # evaluate.py restores the averaged weights and reports the translate TTA too.
+  again = experiment.evaluate(straight, num_devices=1)
+  for key in ("accuracy", "accuracy_flip_tta", "accuracy_translate_tta"):
+    assert again[key] == pytest.approx(trained["eval"][key])
 
 
 def test_fast_recipe_learns_real_cifar10(shared_cifar, cache_dir, tmp_path):
