@@ -1,10 +1,12 @@
-"""Throughput of the full train step of a model family, on this machine.
+"""Throughput of the full train step of a model family, on this machine, beside PyTorch.
 
     python benchmarks/train_throughput.py                      # notebook Darknet, images/s
     python benchmarks/train_throughput.py --preset small       # Darknet((1, 1), nf=16)
     python benchmarks/train_throughput.py --preset wgan64 --batch_sizes 64   # gen iters/s
     python benchmarks/train_throughput.py --batch_sizes 256,512 --dtypes bfloat16,float32
     python benchmarks/train_throughput.py --preset cyclegan --batch_sizes 1 --dtypes float32
+    python benchmarks/train_throughput.py --torch off          # jaxgan only
+    python benchmarks/train_throughput.py --json results.json  # everything below, as JSON
 
 The timed step is the real one on random uint8 data held on the devices:
 for classifiers gather, crop/flip, normalise, forward, backward, sync, SGD
@@ -12,8 +14,40 @@ update (images/s); for the WGAN presets one generator iteration of the
 steady-state schedule (5 critic steps on fresh real batches + 1 generator
 step, generator iterations/s); for CycleGAN one reference iteration (crop and
 flip, both generators' step, pools, both discriminators' step; iterations/s,
-the reference's s/iteration is 1 / that). Compile time is reported apart. Prints a
-table and writes JSON with the device and software versions.
+the reference's s/iteration is 1 / that).
+
+Each row reports:
+- compile s: the first step (tracing + XLA compilation + one run), apart;
+- step ms and per second over `--steps` steps after one more warm step;
+- TFLOP/s and MFU: FLOPs per step from XLA's HLO cost analysis of the
+  lowered step program (2 per multiply-add), per device as pmap compiles it,
+  times the devices: the whole global step. The lowered (unoptimised)
+  program is analysed because backends rewrite convolutions into library
+  calls (cuDNN) whose FLOPs a compiled program's analysis may not count. The
+  analysis counts a loop body once, so the WGAN's critic steps (a lax.scan
+  on GPU) are counted as n_critic x one critic program + the generator
+  program. XLA counts only the multiply-adds that touch real inputs, not
+  the padding, so on small grids the count is below layer arithmetic (the
+  notebook Darknet, whose last groups run on 4x4 and 2x2 grids: 1.85 against
+  2.41 GFLOP per training image) and the MFU conservative by as much.
+  MFU = achieved FLOP/s / (peak dense FLOP/s per device x devices),
+  peaks from `PEAK_TFLOPS` matched on the device kind, or `--peak_tflops`.
+  For float32 the TF32 tensor-core peak is used on Ampere and newer GPUs,
+  because XLA's default precision runs float32 convolutions and matmuls in
+  TF32 there (the PyTorch rows allow TF32 too). Unknown on CPU (shown "-").
+- peak GB: the device allocator's `peak_bytes_in_use` (GPU/TPU; "-" on CPU).
+  JAX offers no reset, so it is the process's high-water mark so far: run
+  the largest configuration last, or one configuration per invocation.
+
+With PyTorch importable (`--torch auto`, the default) each jaxgan row is
+followed by benchmarks/torch_reference.py's PyTorch twin of the same preset,
+batch and dtype: eager (float32, or bfloat16 autocast = AMP), eager
+channels_last (CUDA only) and torch.compile; then the jaxgan/PyTorch
+throughput ratio per device against the best eager variant and against
+torch.compile. PyTorch rows report the jaxgan program's FLOPs count for
+their MFU (same model, same step). When the PyTorch rows run, JAX does not
+preallocate GPU memory, so the two share the GPU. The JSON holds the device
+name, the software versions and every row.
 """
 import argparse
 import json
@@ -34,7 +68,23 @@ PRESETS = {
     "wgan32": ("wgan_cifar10", {}, 26),
     # The reference CycleGAN: two 9-block generators, two PatchGANs, 256x256 crops of 286.
     "cyclegan": ("cyclegan_horse2zebra", {}, 0),
+    # configs/cifar10_fast.py's whole step (FastNet, groups, smoothing, flips, averaging).
+    "fastnet": ("cifar10_fast", {}, 0),
 }
+
+# Dense (no sparsity) peak TFLOP/s per device, from NVIDIA's data sheets. First match of a
+# substring of the device kind wins, so specific names come first. "tf32" is the tensor-core
+# rate XLA's default precision gives float32 convolutions and matmuls on Ampere and newer.
+PEAK_TFLOPS = (
+    ("H100 PCIe", {"bfloat16": 756.0, "tf32": 378.0, "float32": 51.2}),
+    ("H100 NVL", {"bfloat16": 835.0, "tf32": 417.5, "float32": 60.0}),
+    ("H100", {"bfloat16": 989.0, "tf32": 494.7, "float32": 66.9}),  # SXM
+    ("H200", {"bfloat16": 989.0, "tf32": 494.7, "float32": 66.9}),  # H100 SXM's compute
+    ("A100", {"bfloat16": 312.0, "tf32": 156.0, "float32": 19.5}),
+    # V100 has float16 tensor cores (125) but none for bfloat16 or TF32.
+    ("V100", {"float16": 125.0, "bfloat16": 15.7, "float32": 15.7}),
+)
+TORCH_MODES = ("auto", "off", "only")
 
 
 def config_for(preset, batch_size, dtype, num_devices):
@@ -52,7 +102,75 @@ def config_for(preset, batch_size, dtype, num_devices):
   return config
 
 
-def measure(preset, batch_size, dtype, steps, num_devices):
+def peak_tflops(device_kind: str, dtype: str):
+  """Peak dense TFLOP/s of one device of this kind for `dtype` (TF32 for float32 where the
+  GPU has it); None when the kind is not in `PEAK_TFLOPS` (CPUs, unknown accelerators)."""
+  for name, peaks in PEAK_TFLOPS:
+    if name.lower() in device_kind.lower():
+      return peaks.get("tf32" if dtype == "float32" else dtype, peaks.get("float32"))
+  return None
+
+
+def peak_memory_bytes(device):
+  """The allocator's high-water mark on `device` (None where it keeps none, e.g. CPU)."""
+  try:
+    stats = device.memory_stats()
+  except Exception:  # backends without allocator statistics
+    return None
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def cost_flops(fn, *args) -> float:
+  """FLOPs XLA's cost analysis counts in one call of jit/pmap function `fn` on `args`
+  (for pmap: one device's program)."""
+  lowered = fn.lower(*args)
+  try:
+    cost = lowered.cost_analysis()
+  except Exception:  # some backends analyse only compiled programs
+    cost = None
+  if not cost:
+    cost = lowered.compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+def flops_per_step(task, p_step, state, batch, devices) -> float:
+  """FLOPs of one global train step: the per-device program's count times the devices.
+
+  The WGAN's programs are analysed apart (n_critic critic steps + one generator step):
+  the cost analysis counts the body of the critic steps' lax.scan once, and on CPU the
+  step is several dispatched programs anyway.
+  """
+  import jax
+  from jaxgan import parallel
+  if not hasattr(task, "critic_update"):
+    return cost_flops(p_step, state, batch) * len(devices)
+  key = jax.random.PRNGKey(0)
+  critic = lambda s, b: task.critic_update(s, b["images"], b["index"][0], key)
+  generator = lambda s, b: task.generator_update(s, b["index"].shape[1], key)
+  program = lambda fn: parallel.pmap_step(fn, devices, donate_state=False)
+  n_critic = batch["index"].shape[1]  # (devices, n_critic, device batch)
+  per_device = (n_critic * cost_flops(program(critic), state, batch)
+                + cost_flops(program(generator), state, batch))
+  return per_device * len(devices)
+
+
+def add_flop_rates(row, flops, peak_per_device):
+  """TFLOP/s and MFU of a measured row given FLOPs per step and the peak per device."""
+  row["flops_per_step"] = flops
+  if not flops:
+    return row
+  rate = flops * 1000 / row["step_ms"]
+  row["tflops_per_s"] = round(rate / 1e12, 3)
+  if peak_per_device:
+    row["peak_tflops_per_device"] = peak_per_device
+    row["mfu"] = round(rate / (peak_per_device * 1e12 * row["devices"]), 4)
+  return row
+
+
+def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None):
+  """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
   import jax
   from jaxgan import parallel
   from jaxgan.experiment import build_task
@@ -77,47 +195,204 @@ def measure(preset, batch_size, dtype, steps, num_devices):
     state, metrics = p_step(state, task.train_batch(first + 2 + i))
   jax.block_until_ready((state, metrics))
   dt = time.perf_counter() - t0
-  return {"preset": preset, "params": n_params, "batch_size": batch_size, "dtype": dtype,
-          "devices": len(devices), "steps": steps, "compile_s": round(compile_s, 2),
-          "step_ms": round(1000 * dt / steps, 2), "unit": f"{task.throughput_unit}_per_s",
-          "per_s": round(steps * task.units_per_step / dt, 2)}
+  row = {"framework": "jaxgan", "variant": "pmap", "preset": preset, "params": n_params,
+         "batch_size": batch_size, "dtype": dtype, "devices": len(devices),
+         "device": devices[0].device_kind, "steps": steps, "compile_s": round(compile_s, 2),
+         "step_ms": round(1000 * dt / steps, 2), "unit": f"{task.throughput_unit}_per_s",
+         "per_s": round(steps * task.units_per_step / dt, 2),
+         "peak_memory_bytes": peak_memory_bytes(devices[0]), "flops_per_step": None,
+         "tflops_per_s": None, "mfu": None}
+  # After the timing (the state is live again), from the step's own inputs.
+  flops = flops_per_step(task, p_step, state, task.train_batch(first + 2 + steps), devices)
+  peak = peak_tflops_per_device or peak_tflops(devices[0].device_kind, dtype)
+  return add_flop_rates(row, flops, peak)
 
 
-def machine():
+def torch_available() -> bool:
+  import importlib
+  try:
+    importlib.import_module("torch")
+  except ImportError:
+    return False
+  return True
+
+
+def torch_variants(device: str, requested: str = "auto"):
+  """The PyTorch variants to run: channels_last only pays off on CUDA."""
+  if requested != "auto":
+    return requested.split(",")
+  if device.startswith("cuda"):
+    return ["eager", "channels_last", "compile"]
+  return ["eager", "compile"]
+
+
+def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_row=None,
+                       peak_tflops_per_device=None):
+  """The PyTorch reference's rows for one configuration; a failure becomes an error row.
+
+  Their TFLOP/s and MFU use the jaxgan row's FLOPs count (same model, same step).
+  """
+  from benchmarks.torch_reference import measure_torch
+  rows = []
+  for variant in variants:
+    try:
+      row = measure_torch(preset, batch_size, dtype, variant, steps, device)
+    except Exception as e:  # a missing reference or a failed compile must not end the run
+      row = {"framework": "torch", "variant": variant, "preset": preset,
+             "batch_size": batch_size, "dtype": dtype, "error": f"{type(e).__name__}: {e}"}
+    if jax_row and "error" not in row:
+      add_flop_rates(row, jax_row.get("flops_per_step"),
+                     peak_tflops_per_device or torch_peak_tflops(device, dtype))
+    rows.append(row)
+    release_torch_memory(device)
+  return rows
+
+
+def torch_peak_tflops(device, dtype):
+  """`peak_tflops` of the PyTorch rows' GPU (None on CPU)."""
+  import torch
+  if not device.startswith("cuda"):
+    return None
+  return peak_tflops(torch.cuda.get_device_name(torch.device(device)), dtype)
+
+
+def release_torch_memory(device):
+  """Give PyTorch's cached GPU memory back, for the next JAX measurement."""
+  import torch
+  if device.startswith("cuda"):
+    torch.cuda.empty_cache()
+
+
+def ratios(jax_row, torch_rows):
+  """jaxgan's throughput per device over PyTorch's (one device): against the best eager
+  variant (eager or channels_last; AMP for bfloat16) and against torch.compile."""
+  ok = [r for r in torch_rows if "error" not in r]
+  jax_per_device = jax_row["per_s"] / jax_row["devices"]
+  eager = [r["per_s"] for r in ok if r["variant"] in ("eager", "channels_last")]
+  compiled = [r["per_s"] for r in ok if r["variant"] == "compile"]
+  return {"vs_torch_eager": round(jax_per_device / max(eager), 3) if eager else None,
+          "vs_torch_compile": round(jax_per_device / compiled[0], 3) if compiled else None}
+
+
+def machine(torch_device=None):
   import flax
   import jax
+  import jaxlib
   import optax
   d = jax.local_devices()[0]
-  return {"platform": d.platform, "device_kind": d.device_kind,
-          "local_devices": jax.local_device_count(), "cpu": platform.processor() or platform.machine(),
-          "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-          "flax": flax.__version__, "optax": optax.__version__}
+  info = {"platform": d.platform, "device_kind": d.device_kind,
+          "local_devices": jax.local_device_count(),
+          "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+          "python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+  if torch_device:
+    info.update(torch_machine(torch_device))
+  return info
 
 
-def main():
+def torch_machine(device):
+  import torch
+  info = {"torch": torch.__version__, "torch_device": device}
+  if device.startswith("cuda"):
+    info.update(torch_device_name=torch.cuda.get_device_name(torch.device(device)),
+                torch_cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version())
+  return info
+
+
+def _fmt(value, spec, missing="-"):
+  return missing if value is None else format(value, spec)
+
+
+def _times(ratio):
+  return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+HEADER = (f"{'framework':22s} {'preset':8s} {'params':>11s} {'batch':>6s} {'dtype':>9s} "
+          f"{'compile s':>10s} {'step ms':>9s} {'per second':>20s} {'TFLOP/s':>8s} {'MFU':>6s} "
+          f"{'peak GB':>8s}")
+
+
+def format_row(r):
+  name = f"{r['framework']} {r['variant']}"
+  if "error" in r:
+    return f"{name:22s} {r['preset']:8s} failed: {r['error'][:200]}"
+  mem = None if r["peak_memory_bytes"] is None else r["peak_memory_bytes"] / 2**30
+  unit = r["unit"].replace("_per_s", "/s")
+  return (f"{name:22s} {r['preset']:8s} {r['params']:>11,d} {r['batch_size']:>6d} "
+          f"{r['dtype']:>9s} {r['compile_s']:>10.2f} {r['step_ms']:>9.2f} "
+          f"{r['per_s']:>10.2f} {unit:>9s} {_fmt(r['tflops_per_s'], '8.3f'):>8s} "
+          f"{_fmt(r['mfu'], '6.1%'):>6s} {_fmt(mem, '8.2f'):>8s}")
+
+
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="darknet")
   parser.add_argument("--batch_sizes", default="256")
   parser.add_argument("--dtypes", default="bfloat16,float32")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--num_devices", type=int, default=-1)
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="peak dense TFLOP/s of one device for the MFU (default: from the "
+                           "device kind; none on CPU)")
+  parser.add_argument("--torch", choices=TORCH_MODES, default="auto",
+                      help="PyTorch reference rows: auto (if torch imports), off, only")
+  parser.add_argument("--torch_device", default="",
+                      help="device of the PyTorch rows (default: cuda if available, else cpu)")
+  parser.add_argument("--torch_variants", default="auto",
+                      help="comma-separated of eager, channels_last, compile (default: all "
+                           "three on CUDA, eager and compile on CPU)")
   parser.add_argument("--json", default="", help="write results here (default: print only)")
-  args = parser.parse_args()
-  info = machine()
+  return parser.parse_args(argv)
+
+
+def run(args):
+  """Measure every (dtype, batch size); returns the JSON-able report, printing the table."""
+  use_torch = args.torch == "only" or (args.torch == "auto" and torch_available())
+  if args.torch == "only" and not torch_available():
+    raise SystemExit("--torch only needs PyTorch installed")
+  torch_device = None
+  if use_torch:
+    from benchmarks.torch_reference import default_device
+    torch_device = args.torch_device or default_device()
+  info = machine(torch_device)
   print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
-  rows = []
-  print(f"{'preset':8s} {'params':>11s} {'batch':>6s} {'dtype':>9s} {'compile s':>10s} "
-        f"{'step ms':>9s} {'per second':>18s}")
+  if args.torch == "auto" and not use_torch:
+    print("PyTorch is not installed: no PyTorch rows (pip install torch for the ratios)")
+  rows, comparisons = [], []
+  print(HEADER)
   for dtype in args.dtypes.split(","):
     for bs in map(int, args.batch_sizes.split(",")):
-      r = measure(args.preset, bs, dtype, args.steps, args.num_devices)
-      rows.append(r)
-      print(f"{r['preset']:8s} {r['params']:>11,d} {bs:>6d} {dtype:>9s} {r['compile_s']:>10.2f} "
-            f"{r['step_ms']:>9.2f} {r['per_s']:>9.2f} {r['unit'].replace('_per_s', '/s')}",
-            flush=True)
+      jax_row = None
+      if args.torch != "only":
+        jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops)
+        rows.append(jax_row)
+        print(format_row(jax_row), flush=True)
+      if not use_torch:
+        continue
+      torch_rows = measure_torch_rows(args.preset, bs, dtype, args.steps, torch_device,
+                                      torch_variants(torch_device, args.torch_variants),
+                                      jax_row, args.peak_tflops)
+      rows += torch_rows
+      for r in torch_rows:
+        print(format_row(r), flush=True)
+      if jax_row:
+        ratio = ratios(jax_row, torch_rows)
+        jax_row.update(ratio)
+        comparisons.append({"batch_size": bs, "dtype": dtype, **ratio})
+        print(f"{'':22s} jaxgan / PyTorch per device: {_times(ratio['vs_torch_eager'])} best "
+              f"eager, {_times(ratio['vs_torch_compile'])} torch.compile", flush=True)
+  return {"machine": info, "preset": args.preset, "results": rows, "ratios": comparisons}
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.torch != "off":  # let PyTorch share the GPU: JAX allocates as it goes
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  report = run(args)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"machine": info, "results": rows}, f, indent=2)
+      json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -115,5 +115,9 @@ def test_wide_resnet_matches_dawnbench_layout():
   assert len(kernels) == 1 + 18 + 1 + 3
   widths = sorted({k.shape[-1] for k in kernels})
   assert widths == [10, 16, 96, 192, 384]
+  # fastai's BasicBlock widens in its first conv (ni -> nf -> nf): 16 -> 96 -> 96.
+  assert [k.shape for k in kernels if k.shape[:2] == (3, 3)][1:3] == [(3, 3, 16, 96),
+                                                                      (3, 3, 96, 96)]
+  assert count_params(v["params"]) == 9_658_448  # counted by hand from fastai's wrn_22
   out = jax.eval_shape(lambda v, x: model.apply(v, x), v, jnp.zeros((2, 32, 32, 3)))
   assert out.shape == (2, 10)

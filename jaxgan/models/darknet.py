@@ -5,7 +5,7 @@ Both are built from the same two blocks:
 - `ConvLayer`: conv (no bias, padding ks//2) -> BatchNorm -> activation, or in
   pre-activation order BatchNorm -> activation -> conv.
 - `ResLayer`: a stack of ConvLayers added to its input. Its knobs are the
-  Wide-ResNet paper's: the width of the inner convs relative to the input
+  Wide-ResNet paper's: the width of the inner convs relative to the output
   (`bottleneck`: Darknet's ni//2 is 0.5, WRN uses 1 or 2), the kernel sizes
   (one entry per conv, so a third entry is an extra conv), pre-activation,
   and a stride / width change with a 1x1 projection shortcut.
@@ -84,7 +84,8 @@ class ResLayer(nn.Module):
   def __call__(self, x, train: bool = False):
     ni = x.shape[-1]
     nf = self.features or ni
-    hidden = max(1, int(ni * self.bottleneck))
+    # Relative to the output width: fastai's WRN BasicBlock is ni -> nf -> nf.
+    hidden = max(1, int(nf * self.bottleneck))
     widths = [hidden] * (len(self.kernel_sizes) - 1) + [nf]
     strides = [self.strides] + [1] * (len(self.kernel_sizes) - 1)
     layer = dict(act=self.act, bn_momentum=self.bn_momentum, axis_name=self.axis_name,

@@ -1,0 +1,363 @@
+"""PyTorch references of jaxgan's classifier recipes, trained end to end, for
+`time_to_accuracy.py --framework torch`: the same data (read by jaxgan's loaders,
+the same subset), the same model, schedule, optimiser groups, augmentation,
+weight averaging and TTA as the config asks for, timed the same way.
+
+Covers `darknet`, `wrn` (models from torch_reference.py) and `fastnet`
+(`FastNet` below, the twin of jaxgan.models.FastNet). Schedules come from
+jaxgan.schedules, evaluated once into a table, so both frameworks follow the
+same numbers. Data stays on the device as uint8; augmentation is one gather
+per batch (torch_reference.crop_flip_at). Variants as in torch_reference.py:
+"eager" (float32 or bfloat16 autocast), "channels_last", "compile".
+"""
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from benchmarks.torch_reference import Setup, build_classifier, crop_flip_at
+
+
+# ---- FastNet ----------------------------------------------------------------------------------
+class _Conv(nn.Conv2d):
+  """3x3 'same' conv without bias whose first in_channels filters start as the identity."""
+
+  def __init__(self, ni, nf):
+    super().__init__(ni, nf, 3, padding=1, bias=False)
+    with torch.no_grad():
+      nn.init.dirac_(self.weight[:ni])
+
+
+def _bn(c, momentum, eps):
+  bn = nn.BatchNorm2d(c, eps=eps, momentum=momentum)
+  bn.weight.requires_grad = False  # the scale stays 1; only the shift trains
+  return bn
+
+
+class _Group(nn.Module):
+  def __init__(self, ni, nf, momentum, eps):
+    super().__init__()
+    self.conv1, self.norm1 = _Conv(ni, nf), _bn(nf, momentum, eps)
+    self.conv2, self.norm2 = _Conv(nf, nf), _bn(nf, momentum, eps)
+
+  def forward(self, x):
+    x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+    return F.gelu(self.norm2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+  """jaxgan.models.FastNet in PyTorch (NCHW): whitening conv, 3 groups, global max, linear."""
+
+  def __init__(self, num_classes=10, widths=(64, 256, 256), whiten_kernel_size=2, act="gelu",
+               bn_momentum=0.4, bn_eps=1e-12, logit_scale=1 / 9):
+    super().__init__()
+    if act != "gelu":
+      raise ValueError(f"the PyTorch FastNet has GELU only, not {act!r}")
+    k = whiten_kernel_size
+    self.whiten = nn.Conv2d(3, 2 * 3 * k * k, k, bias=True)
+    self.whiten.weight.requires_grad = False
+    nn.init.zeros_(self.whiten.bias)
+    widths = (2 * 3 * k * k, *widths)
+    self.groups = nn.Sequential(*[_Group(a, b, bn_momentum, bn_eps)
+                                  for a, b in zip(widths[:-1], widths[1:])])
+    self.head = nn.Linear(widths[-1], num_classes, bias=False)
+    self.logit_scale = logit_scale
+
+  def forward(self, x):
+    x = self.groups(F.gelu(self.whiten(x)))
+    return self.head(torch.amax(x, dim=(2, 3))) * self.logit_scale
+
+  @torch.no_grad()
+  def init_whitening(self, images, eps=5e-4):
+    """Filters from normalised NCHW images: eigenvectors of the 2x2-patch second moment
+    over sqrt(eigenvalue + eps), then their negatives (in the same order as jaxgan's)."""
+    k = self.whiten.kernel_size[0]
+    c = images.shape[1]
+    patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # n, c, h', w', k, k
+    flat = patches.permute(0, 2, 3, 4, 5, 1).reshape(-1, k * k * c)  # rows in HWC order
+    evals, evecs = torch.linalg.eigh(flat.T @ flat / len(flat))
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    filters = (evecs / torch.sqrt(evals + eps)).T.reshape(-1, k, k, c).permute(0, 3, 1, 2)
+    self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+
+def copy_fastnet_params(model: FastNet, variables) -> FastNet:
+  """jaxgan FastNet variables into the torch twin (tests: the two compute the same function)."""
+  from benchmarks.torch_reference import _conv, _set
+  p, s = variables["params"], variables.get("batch_stats", {})
+  _conv(model.whiten, p["whiten"])
+  layers = [(g, i) for g in model.groups for i in (1, 2)]
+  for n, (group, i) in enumerate(layers):
+    _conv(getattr(group, f"conv{i}"), p[f"layers_{n}"]["Conv_0"])
+    bn = getattr(group, f"norm{i}")
+    _set(bn.bias, p[f"layers_{n}"]["BatchNorm_0"]["bias"])
+    if f"layers_{n}" in s:
+      _set(bn.running_mean, s[f"layers_{n}"]["BatchNorm_0"]["mean"])
+      _set(bn.running_var, s[f"layers_{n}"]["BatchNorm_0"]["var"])
+  _set(model.head.weight, np.asarray(p["head"]["kernel"]).T)
+  return model
+
+
+def build_model(model_config, num_classes):
+  if model_config.get("name", "darknet") == "fastnet":
+    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+              for k, v in model_config.items() if k != "name"}
+    return FastNet(num_classes=num_classes, **kwargs)
+  return build_classifier(model_config, num_classes)
+
+
+# ---- optimiser, schedule, averaging -----------------------------------------------------------
+def schedule_table(config, total_steps):
+  """(lr, momentum) per step as numpy arrays, from jaxgan's own schedule functions."""
+  from jaxgan.classifier import make_schedules
+  lr_fn, mom_fn = make_schedules(config, total_steps)
+  steps = np.arange(total_steps + 1)
+  return (np.array([float(lr_fn(s)) for s in steps]),
+          np.array([float(mom_fn(s)) for s in steps]))
+
+
+def param_groups(model, config):
+  """jaxgan's optimiser groups: BN shifts at bias_lr_scale x lr and weight decay / scale,
+  FastNet's whitening bias on its own (frozen later), frozen parameters left out."""
+  scale = config.get("bias_lr_scale", 1.0)
+  norm_biases = {id(m.bias) for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+  groups = {"default": [], "norm_bias": [], "whiten_bias": []}
+  for name, p in model.named_parameters():
+    if not p.requires_grad:
+      continue
+    if name.startswith("whiten."):
+      groups["whiten_bias"].append(p)
+    else:
+      groups["norm_bias" if id(p) in norm_biases else "default"].append(p)
+  wd = config.weight_decay
+  return [{"params": groups["default"], "name": "default", "lr_scale": 1.0, "weight_decay": wd},
+          {"params": groups["norm_bias"], "name": "norm_bias", "lr_scale": scale,
+           "weight_decay": wd / scale},
+          {"params": groups["whiten_bias"], "name": "whiten_bias", "lr_scale": 1.0,
+           "weight_decay": wd}]
+
+
+class Lookahead:
+  """jaxgan.classifier.lookahead (airbench's averaging) on a module's float state."""
+
+  def __init__(self, model, ema_config, steps_per_epoch, total_steps):
+    self.model, self.c = model, ema_config
+    self.spe, self.total = steps_per_epoch, total_steps
+    self.avg = None
+
+  def _tensors(self):
+    return [t for t in self.model.state_dict().values() if t.dtype.is_floating_point]
+
+  @torch.no_grad()
+  def after_step(self, step):
+    n, epoch = step + 1, step // self.spe
+    if epoch >= self.c.start_epochs and n % self.c.every_n_steps == 0:
+      if self.avg is None:
+        self.avg = [t.clone() for t in self._tensors()]
+      else:
+        rho = self.c.decay_base ** self.c.every_n_steps * (n / self.total) ** self.c.decay_pow
+        for a, t in zip(self.avg, self._tensors()):
+          a.lerp_(t, 1 - rho)
+          t.copy_(a)
+    if self.avg is not None and (n % self.spe == 0 or n == self.total):
+      for a, t in zip(self.avg, self._tensors()):
+        t.copy_(a)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+class TorchRecipe:
+  """A classifier recipe in PyTorch on jaxgan's data: `init(seed)`, `train_epoch(epoch)`,
+  `evaluate()`; the same interface time_to_accuracy.py times for jaxgan."""
+
+  def __init__(self, config, data, device=None, variant="eager"):
+    self.config = config
+    self.setup = Setup(device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                       config.dtype, variant)
+    dev = self.setup.device
+    if dev.type == "cuda":  # as torch_reference.measure_torch: XLA's float32 default is TF32
+      torch.backends.cuda.matmul.allow_tf32 = True
+      torch.backends.cudnn.allow_tf32 = True
+      torch.backends.cudnn.benchmark = True
+    self.num_classes = data.num_classes
+    train_images = data.images(config.train_split)
+    self.images = torch.from_numpy(np.ascontiguousarray(train_images)).to(dev)
+    self.labels = torch.from_numpy(data.labels(config.train_split).astype(np.int64)).to(dev)
+    self.test_images = torch.from_numpy(np.ascontiguousarray(
+        data.images(config.eval_split))).to(dev)
+    self.test_labels = torch.from_numpy(data.labels(config.eval_split).astype(np.int64)).to(dev)
+    x = train_images.astype(np.float64) / 255
+    mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+    self.scale = torch.tensor(1 / (255 * std), dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    self.shift = torch.tensor(mean / std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    self.steps_per_epoch = len(train_images) // config.batch_size
+    self.total_steps = math.ceil(self.steps_per_epoch * config.num_epochs)
+    self.num_epochs = math.ceil(config.num_epochs)
+    self.lrs, self.moms = schedule_table(config, self.total_steps)
+
+  def _normalise(self, uint8_nhwc):
+    return self.setup.images(uint8_nhwc) * self.scale - self.shift
+
+  def init(self, seed):
+    config = self.config
+    torch.manual_seed(seed)
+    self.gen = torch.Generator(device=self.setup.device).manual_seed(seed)
+    model = build_model(config.model, self.num_classes).to(self.setup.device)
+    if isinstance(model, FastNet):
+      n = config.get("whiten_images", 5000)
+      model.init_whitening(self._normalise(self.images[:n]).float())
+    self.model = model
+    self.net = self.setup.model(model)
+    self.opt = torch.optim.SGD(param_groups(model, config), lr=float(self.lrs[0]),
+                               momentum=float(self.moms[0]),
+                               nesterov=config.get("nesterov", False))
+    ema = config.get("ema")
+    self.lookahead = (Lookahead(model, ema, self.steps_per_epoch, self.total_steps)
+                      if ema is not None and ema.start_epochs >= 0 else None)
+    self.flip0 = torch.rand(len(self.images), device=self.setup.device,
+                            generator=self.gen) < 0.5
+    self.step = 0
+
+  def _set_hyperparams(self, step):
+    whiten_steps = self.config.get("whiten_bias_epochs", 0) * self.steps_per_epoch
+    for g in self.opt.param_groups:
+      frozen = g["name"] == "whiten_bias" and step >= whiten_steps
+      g["lr"] = 0.0 if frozen else float(self.lrs[step]) * g["lr_scale"]
+      if frozen:
+        g["weight_decay"] = 0.0  # a fixed bias: airbench stops its gradient altogether
+      g["momentum"] = float(self.moms[step])
+
+  def train_step(self, idx, epoch):
+    """One step of the recipe on the training images `idx` (a batch of indices)."""
+    config, dev = self.config, self.setup.device
+    aug, bs, size = config.augment, len(idx), config.image_size
+    offsets = torch.randint(0, 2 * aug.pad + 1, (bs, 2), device=dev, generator=self.gen)
+    if aug.get("alternate_flip", False):
+      flips = self.flip0[idx] ^ (epoch % 2 == 1)
+    elif aug.flip:
+      flips = torch.rand(bs, device=dev, generator=self.gen) < 0.5
+    else:
+      flips = torch.zeros(bs, dtype=torch.bool, device=dev)
+    x = self._normalise(crop_flip_at(self.images[idx], offsets, flips, size, aug.pad,
+                                     aug.pad_mode))
+    self._set_hyperparams(min(self.step, self.total_steps - 1))
+    with self.setup.autocast():
+      logits = self.net(x)
+    loss = F.cross_entropy(logits.float(), self.labels[idx],
+                           label_smoothing=config.get("label_smoothing", 0.0))
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    if self.lookahead is not None:
+      self.lookahead.after_step(self.step)
+    self.step += 1
+    return loss.detach()
+
+  def train_epoch(self, epoch, max_steps=None):
+    bs = self.config.batch_size
+    order = torch.randperm(len(self.images), device=self.setup.device, generator=self.gen)
+    end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+    if max_steps is not None:  # a warm-up: compile and autotune, then throw the model away
+      end = min(end, self.step + max_steps)
+    self.net.train()
+    while self.step < end:
+      self.train_step(order[(self.step % self.steps_per_epoch) * bs:][:bs], epoch)
+
+  @torch.no_grad()
+  def evaluate(self, batch_size=2000):
+    """accuracy, accuracy_flip_tta (summed softmaxes) and, with tta_translate, airbench's
+    translate TTA; the same definitions as jaxgan.classifier.ClassifierTask.eval_step."""
+    self.net.eval()
+    counts = {"accuracy": 0, "accuracy_flip_tta": 0}
+    translate = self.config.get("tta_translate", False)
+    if translate:
+      counts["accuracy_translate_tta"] = 0
+    for i in range(0, len(self.test_images), batch_size):
+      x = self._normalise(self.test_images[i:i + batch_size])
+      y = self.test_labels[i:i + batch_size]
+      with self.setup.autocast():
+        net = lambda v: self.net(v).float()
+        logits, logits_flip = net(x), net(x.flip(3))
+        counts["accuracy"] += (logits.argmax(1) == y).sum().item()
+        tta = logits.softmax(1) + logits_flip.softmax(1)
+        counts["accuracy_flip_tta"] += (tta.argmax(1) == y).sum().item()
+        if translate:
+          mirror = lambda v: 0.5 * (net(v) + net(v.flip(3)))
+          padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+          h, w = x.shape[2:]
+          scores = (0.25 * (logits + logits_flip) + 0.25 * mirror(padded[:, :, :h, :w])
+                    + 0.25 * mirror(padded[:, :, 2:, 2:]))
+          counts["accuracy_translate_tta"] += (scores.argmax(1) == y).sum().item()
+    return {k: v / len(self.test_images) for k, v in counts.items()}
+
+  def sync(self):
+    if self.setup.device.type == "cuda":
+      torch.cuda.synchronize()
+
+
+def time_torch_seed(recipe, metric, target, seed, report=print):
+  """time_to_accuracy.run_seed's timing for a TorchRecipe."""
+  t0 = time.perf_counter()
+  recipe.init(seed)
+  recipe.sync()
+  init_s = time.perf_counter() - t0
+  train_s = other_evals_s = 0.0
+  reached, history = None, []
+  for epoch in range(recipe.num_epochs):
+    t0 = time.perf_counter()
+    recipe.train_epoch(epoch)
+    recipe.sync()
+    train_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = recipe.evaluate()
+    eval_s = time.perf_counter() - t0
+    done = recipe.step / recipe.steps_per_epoch
+    history.append({"epoch": done, "train_s": train_s, metric: result[metric]})
+    report(f"     seed {seed} epoch {done:5.2f}: {metric} {result[metric]:.4f} "
+           f"(training {train_s:.2f} s, this evaluation {eval_s:.2f} s)")
+    if reached is None and result[metric] >= target:
+      reached = {"time_to_target_s": init_s + train_s + eval_s, "epoch": done, "eval_s": eval_s}
+    else:
+      other_evals_s += eval_s
+  return {"seed": seed, "init_s": init_s, "train_s": train_s, "other_evals_s": other_evals_s,
+          "final": result, "reached": reached, "history": history}
+
+
+class _RandomData:
+  """What TorchRecipe reads from jaxgan's loaders, as random uint8 images (speed runs)."""
+
+  def __init__(self, config, num_classes=10):
+    rng = np.random.default_rng(0)
+    n, size = max(config.train_subset, config.batch_size), config.image_size
+    self.num_classes = num_classes
+    self._images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    self._labels = rng.integers(0, num_classes, n).astype(np.int32)
+
+  def images(self, split):
+    return self._images
+
+  def labels(self, split):
+    return self._labels
+
+
+def recipe_step(config, setup):
+  """train_throughput's PyTorch step for recipes torch_reference's plain step does not cover
+  (FastNet: whitening, optimiser groups, label smoothing, alternating flips, averaging)."""
+  recipe = TorchRecipe(config, _RandomData(config), setup.device,
+                       "compile" if setup.compile else ("channels_last" if setup.channels_last
+                                                        else "eager"))
+  recipe.init(0)
+  recipe.net.train()
+  bs, n = config.batch_size, len(recipe.images)
+
+  def step():
+    idx = torch.randint(0, n, (bs,), device=recipe.setup.device)
+    return recipe.train_step(idx, recipe.step // recipe.steps_per_epoch)
+
+  step.models = {"model": recipe.model}
+  n_params = sum(p.numel() for name, p in recipe.model.named_parameters()
+                 if p.requires_grad or name == "whiten.weight")
+  return step, n_params

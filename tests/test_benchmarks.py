@@ -1,0 +1,121 @@
+"""benchmarks/train_throughput.py on the CPU at tiny size: the report's fields, FLOPs against
+an analytic count, MFU arithmetic and the PyTorch rows when torch is installed."""
+import json
+import pathlib
+
+import jax
+import pytest
+
+from benchmarks import train_throughput as tt
+from conftest import tiny_wgan_config
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def conv_macs(pixels, k, cin, cout):
+  """Multiply-adds of a k x k convolution over `pixels` positions (no border effects)."""
+  return pixels * k * k * cin * cout
+
+
+def small_darknet_forward_macs(size=32, nf=16, num_classes=10):
+  """The 'small' preset, Darknet((1, 1), nf=16), from its layer list."""
+  s = size * size
+  macs = conv_macs(s, 3, 3, nf)  # stem
+  macs += conv_macs(s // 4, 3, nf, 2 * nf)  # group 0 opens with stride 2
+  macs += conv_macs(s // 4, 1, 2 * nf, nf) + conv_macs(s // 4, 3, nf, 2 * nf)  # ResLayer
+  macs += conv_macs(s // 4, 3, 2 * nf, 4 * nf)  # group 1 keeps the grid
+  macs += conv_macs(s // 4, 1, 4 * nf, 2 * nf) + conv_macs(s // 4, 3, 2 * nf, 4 * nf)
+  return macs + 4 * nf * num_classes
+
+
+def test_report_has_flops_memory_and_torch_rows(tmp_path, monkeypatch):
+  out = tmp_path / "report.json"
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # main() sets it; undo after
+  # Default --num_devices: the 4 fake CPU devices of conftest, 2 images each.
+  tt.main(["--preset", "small", "--batch_sizes", "8", "--dtypes", "float32", "--steps", "1",
+           "--torch_variants", "eager", "--json", str(out)])
+  report = json.loads(out.read_text())
+  for key in ("platform", "device_kind", "jax", "jaxlib", "flax", "optax", "cpu_count"):
+    assert key in report["machine"]
+  jax_rows = [r for r in report["results"] if r["framework"] == "jaxgan"]
+  assert len(jax_rows) == 1
+  row = jax_rows[0]
+  for key in ("preset", "params", "batch_size", "dtype", "devices", "compile_s", "step_ms",
+              "unit", "per_s", "peak_memory_bytes", "flops_per_step", "tflops_per_s", "mfu"):
+    assert key in row
+  assert row["devices"] == 4 and row["per_s"] > 0
+  assert row["peak_memory_bytes"] is None and row["mfu"] is None  # CPU: unknown, not made up
+  # The whole global step, all devices: about 3 x the forward pass (forward, two backward).
+  analytic = 3 * 2 * small_darknet_forward_macs() * 8
+  assert analytic / 1.5 < row["flops_per_step"] < analytic * 1.5, (row["flops_per_step"],
+                                                                   analytic)
+  assert row["tflops_per_s"] > 0
+  if tt.torch_available():
+    torch_rows = [r for r in report["results"] if r["framework"] == "torch"]
+    assert [r["variant"] for r in torch_rows] == ["eager"]
+    assert "error" not in torch_rows[0], torch_rows[0].get("error")
+    assert torch_rows[0]["per_s"] > 0 and torch_rows[0]["params"] == row["params"]
+    assert row["vs_torch_eager"] > 0 and report["ratios"][0]["vs_torch_eager"] > 0
+    assert report["machine"]["torch"]
+
+
+def dcgan_forward_macs(isize=16, nz=8, ngf=8, ndf=8):
+  """DCGAN_G(16, nz, 3, ngf, 1) and DCGAN_D(16, 3, ndf, 1) per image; a transposed conv's
+  multiply-adds are its input positions x k^2 x cin x cout."""
+  assert isize == 16  # widths below are for 16x16
+  g = (conv_macs(1, 4, nz, 2 * ngf) + conv_macs(16, 4, 2 * ngf, ngf)
+       + conv_macs(64, 3, ngf, ngf) + conv_macs(64, 4, ngf, 3))
+  d = (conv_macs(64, 4, 3, ndf) + conv_macs(64, 3, ndf, ndf) + conv_macs(16, 4, ndf, 2 * ndf)
+       + conv_macs(1, 4, 2 * ndf, 1))
+  return g, d
+
+
+def test_wgan_flops_count_every_critic_step():
+  from jaxgan import parallel
+  from jaxgan.wgan import WGANTask
+  config = tiny_wgan_config("fake", train_subset=64, critic_loop="scan")
+  devices = parallel.local_devices(1)
+  task = WGANTask(config, devices)
+  state = parallel.replicate(task.init_state(jax.random.PRNGKey(0)), devices)
+  batch = task.train_batch(0)  # a warm-up iteration: critic_iters_boost = 4 critic steps
+  assert batch["index"].shape[1] == 4
+  flops = tt.flops_per_step(task, task.compile_step(devices), state, batch, devices)
+  g, d = dcgan_forward_macs()
+  # Critic step: G forward, D forward on real and fake, their backward (~2x): G + 6 D.
+  # Generator step: G forward and backward (3 G), D forward and input gradients (2 D).
+  analytic = 2 * config.batch_size * (4 * (g + 6 * d) + 3 * g + 2 * d)
+  assert analytic / 1.5 < flops < analytic * 1.5, (flops, analytic)
+
+
+def test_peaks_match_device_kinds_and_give_mfu():
+  assert tt.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+  assert tt.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.7  # TF32, XLA's default
+  assert tt.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+  assert tt.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
+  assert tt.peak_tflops("NVIDIA A100-SXM4-80GB", "float32") == 156.0
+  assert tt.peak_tflops("Tesla V100-SXM2-16GB", "float32") == 15.7
+  assert tt.peak_tflops("cpu", "float32") is None
+  row = {"step_ms": 10.0, "devices": 2, "mfu": None, "tflops_per_s": None}
+  tt.add_flop_rates(row, 2e12, 100.0)  # 2 TFLOP in 10 ms on 2 x 100 TFLOP/s
+  assert row["tflops_per_s"] == pytest.approx(200.0) and row["mfu"] == pytest.approx(1.0)
+
+
+def test_ratios_use_the_best_eager_variant_and_compile():
+  jax_row = {"per_s": 300.0, "devices": 1}
+  torch_rows = [{"variant": "eager", "per_s": 100.0}, {"variant": "channels_last", "per_s": 150.0},
+                {"variant": "compile", "per_s": 200.0}, {"variant": "compile", "error": "x"}]
+  assert tt.ratios(jax_row, torch_rows) == {"vs_torch_eager": 2.0, "vs_torch_compile": 1.5}
+  assert tt.ratios(jax_row, [{"variant": "eager", "error": "x"}]) == {
+      "vs_torch_eager": None, "vs_torch_compile": None}
+
+
+def test_jaxgan_and_the_benchmark_do_not_import_torch():
+  """PyTorch is optional: only benchmarks/torch_reference.py may import it."""
+  import subprocess
+  import sys
+  code = ("import pkgutil, importlib, sys, jaxgan\n"
+          "for m in pkgutil.walk_packages(jaxgan.__path__, 'jaxgan.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "import benchmarks.train_throughput\n"
+          "assert 'torch' not in sys.modules, 'torch was imported'\n")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
