@@ -49,44 +49,97 @@ def default_metric(config) -> str:
   return "accuracy_translate_tta" if config.get("tta_translate", False) else "accuracy_flip_tta"
 
 
-def _sync(tree):
-  import jax
-  return jax.block_until_ready(tree)
+class JaxRunner:
+  """A ClassifierTask and its compiled step behind the interface `run_seed` times (the
+  same as benchmarks/torch_recipes.TorchRecipe's): init(seed), train_epoch(epoch),
+  evaluate(), sync(), and the attributes step, steps_per_epoch, num_epochs."""
+
+  def __init__(self, config, task, devices):
+    self.config, self.task, self.devices = config, task, devices
+    self.p_step = task.compile_step(devices)
+    self.steps_per_epoch, self.num_epochs = task.steps_per_epoch, task.num_epochs
+
+  def init(self, seed):
+    import jax
+    from jaxgan import parallel
+    with self.config.unlocked():
+      self.config.seed = seed  # the task reads its data order from the config
+    self.state = parallel.replicate(self.task.init_state(jax.random.PRNGKey(seed)), self.devices)
+    self.step = 0
+
+  def train_epoch(self, epoch, max_steps=None):
+    end = min((epoch + 1) * self.steps_per_epoch, self.task.total_steps)
+    if max_steps is not None:
+      end = min(end, self.step + max_steps)
+    while self.step < end:
+      self.state, _ = self.p_step(self.state, self.task.train_batch(self.step))
+      self.step += 1
+
+  def evaluate(self):
+    return {k: float(v) for k, v in self.task.evaluate(self.state).items()}
+
+  def sync(self):
+    import jax
+    jax.block_until_ready(self.state)
 
 
-def run_seed(task, config, devices, p_step, metric: str, target: float, seed: int,
-             report=print) -> dict:
-  """One timed run of `task` from a fresh state with `seed`; see the module docstring."""
-  import jax
-  from jaxgan import parallel
+def run_seed(runner, metric: str, target: float, seed: int, report=print) -> dict:
+  """One timed run from a fresh state with `seed`; see the module docstring."""
   t0 = time.perf_counter()
-  state = _sync(parallel.replicate(task.init_state(jax.random.PRNGKey(seed)), devices))
+  runner.init(seed)
+  runner.sync()
   init_s = time.perf_counter() - t0
   train_s = other_evals_s = 0.0
-  reached, history, step = None, [], 0
-  for epoch in range(task.num_epochs):
-    end = min((epoch + 1) * task.steps_per_epoch, task.total_steps)
+  reached, history = None, []
+  for epoch in range(runner.num_epochs):
     t0 = time.perf_counter()
-    while step < end:
-      state, metrics = p_step(state, task.train_batch(step))
-      step += 1
-    _sync((state, metrics))
+    runner.train_epoch(epoch)
+    runner.sync()
     train_s += time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = task.evaluate(state)
+    result = runner.evaluate()
     eval_s = time.perf_counter() - t0
-    value = float(result[metric])
-    history.append({"epoch": step / task.steps_per_epoch, "train_s": train_s, metric: value})
-    report(f"     seed {seed} epoch {step / task.steps_per_epoch:5.2f}: {metric} {value:.4f} "
+    done = runner.step / runner.steps_per_epoch
+    history.append({"epoch": done, "train_s": train_s, metric: result[metric]})
+    report(f"     seed {seed} epoch {done:5.2f}: {metric} {result[metric]:.4f} "
            f"(training {train_s:.2f} s, this evaluation {eval_s:.2f} s)")
-    if reached is None and value >= target:
-      reached = {"time_to_target_s": init_s + train_s + eval_s, "epoch": step / task.steps_per_epoch,
-                 "eval_s": eval_s}
+    if reached is None and result[metric] >= target:
+      reached = {"time_to_target_s": init_s + train_s + eval_s, "epoch": done, "eval_s": eval_s}
     else:
       other_evals_s += eval_s
   return {"seed": seed, "init_s": init_s, "train_s": train_s, "other_evals_s": other_evals_s,
-          "final": {k: float(v) for k, v in result.items()}, "reached": reached,
-          "history": history}
+          "final": result, "reached": reached, "history": history}
+
+
+def measure(runner, name: str, load_s: float, target: float, metric: str, seeds: int,
+            total_steps: int, batch_size: int, report=print) -> dict:
+  """Warm up on a throwaway state (compilation, autotuning: `compile_s`), then time
+  `seeds` runs of `runner`."""
+  t0 = time.perf_counter()
+  runner.init(10_000)
+  runner.train_epoch(0, max_steps=2)
+  result = runner.evaluate()
+  runner.sync()
+  compile_s = time.perf_counter() - t0
+  if metric not in result:
+    raise SystemExit(f"--metric={metric!r} is not reported by this config's evaluation; it "
+                     f"reports {sorted(result)}")
+  report(f"{name}: data loaded in {load_s:.1f} s; warm-up (compile, autotune) {compile_s:.1f} "
+         f"s; {total_steps} steps of batch {batch_size}; target {metric} >= {target}")
+  report(f"{'seed':>4s} {'init s':>7s} {'to target s':>12s} {'at epoch':>9s} "
+         f"{'train s':>8s} {'final ' + metric:>32s}")
+  runs = []
+  for seed in range(seeds):
+    r = run_seed(runner, metric, target, seed, report)
+    runs.append(r)
+    hit = r["reached"] or {}
+    to_target = f"{hit['time_to_target_s']:.2f}" if hit else "not reached"
+    at_epoch = f"{hit['epoch']:.2f}" if hit else "-"
+    report(f"{seed:>4d} {r['init_s']:>7.2f} {to_target:>12s} {at_epoch:>9s} "
+           f"{r['train_s']:>8.2f} {r['final'][metric]:>32.4f}")
+  summary = summarize(runs, metric, target, seeds, report, compile_s=compile_s, load_s=load_s,
+                      framework=name)
+  return {"compile_s": compile_s, "load_s": load_s, "runs": runs, "summary": summary}
 
 
 def summarize(runs, metric, target, seeds, report=print, **extra) -> dict:
@@ -103,53 +156,21 @@ def summarize(runs, metric, target, seeds, report=print, **extra) -> dict:
   return summary
 
 
-def report_header(report, metric):
-  report(f"{'seed':>4s} {'init s':>7s} {'to target s':>12s} {'at epoch':>9s} "
-         f"{'train s':>8s} {'final ' + metric:>32s}")
-
-
-def report_run(report, r, metric):
-  hit = r["reached"] or {}
-  to_target = f"{hit['time_to_target_s']:.2f}" if hit else "not reached"
-  at_epoch = f"{hit['epoch']:.2f}" if hit else "-"
-  report(f"{r['seed']:>4d} {r['init_s']:>7.2f} {to_target:>12s} {at_epoch:>9s} "
-         f"{r['train_s']:>8.2f} {r['final'][metric]:>32.4f}")
-
-
 def torch_time_to_accuracy(config, target: float, metric: str, seeds: int, variant: str,
                            device=None, report=print) -> dict:
-  """The same measurement for the PyTorch reference of the recipe (torch_recipes.py)."""
-  from benchmarks.torch_recipes import TorchRecipe, time_torch_seed
+  """The same measurement for the PyTorch twin of the recipe (torch_recipes.py)."""
+  from benchmarks.torch_recipes import TorchRecipe
   from jaxgan.data import load_classification_data
   t0 = time.perf_counter()
   data = load_classification_data(config, [config.train_split, config.eval_split])
   recipe = TorchRecipe(config, data, device, variant)
   load_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  recipe.init(10_000)
-  recipe.train_epoch(0, max_steps=3)
-  result = recipe.evaluate()
-  recipe.sync()
-  compile_s = time.perf_counter() - t0
-  if metric not in result:
-    raise SystemExit(f"--metric={metric!r} is not reported by this config's evaluation; it "
-                     f"reports {sorted(result)}")
-  report(f"PyTorch {variant} on {recipe.setup.device}: data loaded in {load_s:.1f} s; warm-up "
-         f"(compile, autotune) {compile_s:.1f} s; {recipe.total_steps} steps of batch "
-         f"{config.batch_size}; target {metric} >= {target}")
-  report_header(report, metric)
-  runs = []
-  for seed in range(seeds):
-    r = time_torch_seed(recipe, metric, target, seed, report)
-    runs.append(r)
-    report_run(report, r, metric)
-  summary = summarize(runs, metric, target, seeds, report, compile_s=compile_s, load_s=load_s,
-                      framework=f"torch-{variant}")
-  return {"compile_s": compile_s, "load_s": load_s, "runs": runs, "summary": summary}
+  return measure(recipe, f"PyTorch {variant} on {recipe.setup.device}", load_s, target, metric,
+                 seeds, recipe.total_steps, config.batch_size, report)
 
 
 def time_to_accuracy(config, target: float, metric: str, seeds: int, report=print) -> dict:
-  """Compile once, then `seeds` timed runs; returns {"compile_s", "runs", "summary"}."""
+  """jaxgan's measurement: {"compile_s", "load_s", "runs", "summary"}."""
   import jax
   from jaxgan import parallel
   from jaxgan.experiment import build_task, validate_config
@@ -158,32 +179,9 @@ def time_to_accuracy(config, target: float, metric: str, seeds: int, report=prin
   t0 = time.perf_counter()
   task = build_task(config, devices)
   load_s = time.perf_counter() - t0
-  p_step = task.compile_step(devices)
-  # Warm-up on a throwaway state: compiles the step, the evaluation and the init.
-  t0 = time.perf_counter()
-  state = parallel.replicate(task.init_state(jax.random.PRNGKey(10_000)), devices)
-  state, metrics = p_step(state, task.train_batch(0))
-  result = task.evaluate(state)
-  _sync((state, metrics))
-  compile_s = time.perf_counter() - t0
-  if metric not in result:
-    raise SystemExit(f"--metric={metric!r} is not reported by this config's evaluation; it "
-                     f"reports {sorted(result)}")
-  del state
-  report(f"data {task.source}: loaded in {load_s:.1f} s; compile (step, eval, init) "
-         f"{compile_s:.1f} s; {task.total_steps} steps of batch {config.batch_size}; "
-         f"target {metric} >= {target}")
-  report_header(report, metric)
-  runs = []
-  for seed in range(seeds):
-    with config.unlocked():
-      config.seed = seed
-    r = run_seed(task, config, devices, p_step, metric, target, seed, report)
-    runs.append(r)
-    report_run(report, r, metric)
-  summary = summarize(runs, metric, target, seeds, report, compile_s=compile_s, load_s=load_s,
-                      framework="jaxgan")
-  return {"compile_s": compile_s, "load_s": load_s, "runs": runs, "summary": summary}
+  return measure(JaxRunner(config, task, devices), f"jaxgan on {devices[0].device_kind} "
+                 f"x {len(devices)} ({task.source})", load_s, target, metric, seeds,
+                 task.total_steps, config.batch_size, report)
 
 
 def main(argv):

@@ -11,7 +11,6 @@ per batch (torch_reference.crop_flip_at). Variants as in torch_reference.py:
 "eager" (float32 or bfloat16 autocast), "channels_last", "compile".
 """
 import math
-import time
 
 import numpy as np
 import torch
@@ -296,34 +295,6 @@ class TorchRecipe:
   def sync(self):
     if self.setup.device.type == "cuda":
       torch.cuda.synchronize()
-
-
-def time_torch_seed(recipe, metric, target, seed, report=print):
-  """time_to_accuracy.run_seed's timing for a TorchRecipe."""
-  t0 = time.perf_counter()
-  recipe.init(seed)
-  recipe.sync()
-  init_s = time.perf_counter() - t0
-  train_s = other_evals_s = 0.0
-  reached, history = None, []
-  for epoch in range(recipe.num_epochs):
-    t0 = time.perf_counter()
-    recipe.train_epoch(epoch)
-    recipe.sync()
-    train_s += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = recipe.evaluate()
-    eval_s = time.perf_counter() - t0
-    done = recipe.step / recipe.steps_per_epoch
-    history.append({"epoch": done, "train_s": train_s, metric: result[metric]})
-    report(f"     seed {seed} epoch {done:5.2f}: {metric} {result[metric]:.4f} "
-           f"(training {train_s:.2f} s, this evaluation {eval_s:.2f} s)")
-    if reached is None and result[metric] >= target:
-      reached = {"time_to_target_s": init_s + train_s + eval_s, "epoch": done, "eval_s": eval_s}
-    else:
-      other_evals_s += eval_s
-  return {"seed": seed, "init_s": init_s, "train_s": train_s, "other_evals_s": other_evals_s,
-          "final": result, "reached": reached, "history": history}
 
 
 class _RandomData:

@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from jaxgan.models.dcgan import generator_widths  # plain Python: the widths are the same
+
 VARIANTS = ("eager", "channels_last", "compile")
 # The seed's CIFAR-10 statistics; jaxgan computes them from the data (the speed is the same).
 CIFAR_MEAN = (0.4914, 0.48216, 0.44653)
@@ -167,18 +169,6 @@ def _dcgan_init(module):
     elif isinstance(m, nn.BatchNorm2d):
       nn.init.normal_(m.weight, 1.0, 0.02)
       nn.init.zeros_(m.bias)
-
-
-def generator_widths(isize, ngf):
-  """Widths of DCGAN_G's upsampling blocks from 4x4 up to isize/2 (as jaxgan's)."""
-  cngf, tisize = ngf // 2, 4
-  while tisize != isize:
-    cngf, tisize = cngf * 2, tisize * 2
-  widths, csize = [cngf], 4
-  while csize < isize // 2:
-    cngf, csize = cngf // 2, csize * 2
-    widths.append(cngf)
-  return widths
 
 
 class DCGANGenerator(nn.Module):
