@@ -128,7 +128,7 @@ def param_groups(model, config):
   for name, p in model.named_parameters():
     if not p.requires_grad:
       continue
-    if name.startswith("whiten."):
+    if name == "whiten.bias":
       groups["whiten_bias"].append(p)
     else:
       groups["norm_bias" if id(p) in norm_biases else "default"].append(p)
@@ -206,8 +206,12 @@ class TorchRecipe:
     self.gen = torch.Generator(device=self.setup.device).manual_seed(seed)
     model = build_model(config.model, self.num_classes).to(self.setup.device)
     if isinstance(model, FastNet):
-      n = config.get("whiten_images", 5000)
-      model.init_whitening(self._normalise(self.images[:n]).float())
+      n = config.get("whiten_images", 0)
+      if n > 0:
+        model.init_whitening(self._normalise(self.images[:n]).float())
+      else:  # no data whitening: an ordinary trained conv, PyTorch's default init
+        model.whiten.weight.requires_grad = True
+        nn.init.kaiming_uniform_(model.whiten.weight, a=math.sqrt(5))
     self.model = model
     self.net = self.setup.model(model)
     self.opt = torch.optim.SGD(param_groups(model, config), lr=float(self.lrs[0]),

@@ -37,6 +37,7 @@ def get_config():
   config.model.bn_eps = 1e-12
   config.model.logit_scale = 1 / 9
   config.whiten_images = 5000  # training images whose 2x2 patches set the whitening filters
+  # (0: no whitening; the first conv is initialised at random and trained)
 
   config.dtype = "bfloat16"
   config.batch_size = 1024

@@ -6,6 +6,7 @@ the host: it gathers its rows, augments (pad, crop, flip), normalises,
 runs forward/backward and updates, all in one compiled program.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -71,13 +72,15 @@ def make_schedules(config, total_steps: int):
                     "constant")
 
 
-def param_groups(params):
-  """The optimiser group of each parameter: "frozen" (FastNet's whitening filters),
-  "whiten_bias", "norm_bias" (BatchNorm shifts) or "default"."""
+def param_groups(params, whitened: bool = True):
+  """The optimiser group of each parameter: "frozen" (FastNet's whitening filters, when
+  they come from the data), "whiten_bias", "norm_bias" (BatchNorm shifts) or "default"."""
   def label(path, _):
     names = [str(getattr(k, "key", k)) for k in path]
     if names[0] == "whiten":
-      return "frozen" if names[-1] == "kernel" else "whiten_bias"
+      if names[-1] == "kernel":
+        return "frozen" if whitened else "default"
+      return "whiten_bias"
     if names[-1] == "bias" and any(n.startswith("BatchNorm") or "norm" in n for n in names[:-1]):
       return "norm_bias"
     return "default"
@@ -91,7 +94,8 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int
   Like PyTorch's SGD(weight_decay=wd): g + wd*p goes into the momentum buffer.
   BatchNorm shifts get `bias_lr_scale` x the lr and 1/bias_lr_scale x the decay
   (so the decay per step is unchanged, airbench's parametrisation); FastNet's
-  whitening bias trains for `whiten_bias_epochs` epochs, its filters never.
+  whitening bias trains for `whiten_bias_epochs` epochs, its filters never (unless
+  `whiten_images` is 0: then they are an ordinary, randomly initialised, trained conv).
   """
   lr_fn, mom_fn = make_schedules(config, total_steps)
   nesterov = config.get("nesterov", False)
@@ -109,7 +113,7 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int
       "norm_bias": sgd(lambda i: lr_fn(i) * scale, wd / scale),
       "whiten_bias": sgd(lambda i: lr_fn(i) * (i < bias_steps), wd),
       "frozen": optax.set_to_zero(),
-  }, param_groups)
+  }, functools.partial(param_groups, whitened=config.get("whiten_images", 0) > 0))
 
 
 def cross_entropy(logits, labels, num_classes, label_smoothing: float = 0.0):
@@ -180,15 +184,12 @@ class ClassifierTask(Task):
       if self.steps_per_epoch == 0:
         raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
                           f"{n_train} training images this process has; lower it.")
-      train_data = {"images": data.images(config.train_split),
-                    "labels": data.labels(config.train_split)}
-      if config.augment.get("alternate_flip", False):
-        # airbench: a random flip per image in epoch 0, the opposite one in odd epochs.
-        rng = np.random.default_rng([config.seed, 0xF11B])
-        train_data["flip0"] = rng.random(n_train) < 0.5
-      self.train_data = parallel.replicate(train_data, self.devices)
+      self.train_data = parallel.replicate({"images": data.images(config.train_split),
+                                            "labels": data.labels(config.train_split)},
+                                           self.devices)
       self.n_train = n_train
-      self.whiten_images = data.images(config.train_split)[:config.get("whiten_images", 5000)]
+      if config.get("whiten_images", 0) > 0:
+        self.whiten_images = data.images(config.train_split)[:config.whiten_images]
     self.tx = make_optimizer(config, self.total_steps, self.steps_per_epoch)
     self._set_up_eval(data.images(config.eval_split), data.labels(config.eval_split))
     self._epoch_inputs = (None, None)
@@ -199,20 +200,24 @@ class ClassifierTask(Task):
     return math.ceil(self.steps_per_epoch * self.config.num_epochs)  # num_epochs may be 9.9
 
   # ---- state -------------------------------------------------------------
-  def init_state(self, rng):
+  def _fresh_variables(self, rng, whiten_images):
+    """Initial variables; FastNet's whitening filters from the (uint8) images when given."""
     size = self.config.image_size
+    variables = self.model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+    if whiten_images is not None:
+      kernel = self.model.whitening_kernel(augment.normalize(whiten_images, self.mean, self.std))
+      params = variables["params"]
+      variables = {**variables, "params": {**params, "whiten": {**params["whiten"],
+                                                                "kernel": kernel}}}
+    return variables
+
+  def init_state(self, rng):
     init_rng, rng = jax.random.split(rng)
-
-    @jax.jit
-    def init():
-      return self.model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-
-    variables = init()
+    if not hasattr(self, "_init_fn"):  # compiled once: later seeds (time_to_accuracy) reuse it
+      self._init_fn = jax.jit(self._fresh_variables)
+    whiten = self.whiten_images if hasattr(self.model, "whitening_kernel") else None
+    variables = self._init_fn(init_rng, whiten)
     params = variables["params"]
-    if hasattr(self.model, "whitening_kernel") and self.whiten_images is not None:
-      x = augment.normalize(jnp.asarray(self.whiten_images), self.mean, self.std)
-      params = flax.core.copy(params, {"whiten": {**params["whiten"], "kernel": jax.jit(
-          self.model.whitening_kernel)(x)}})
     batch_stats = variables.get("batch_stats", {})
     ema = None
     if self.config.get("ema") and self.config.ema.start_epochs >= 0:
@@ -239,17 +244,19 @@ class ClassifierTask(Task):
 
   def train_batch(self, step):
     epoch = step // self.steps_per_epoch
-    if self._epoch_inputs[0] != epoch:
+    if self._epoch_inputs[0] != (self.config.seed, epoch):  # a new run may reuse the task
       order = self.epoch_order(epoch)  # (steps, devices * per-device batch)
       order = order.reshape(self.steps_per_epoch, self.num_local, self.device_batch)
       order = parallel.put_per_device(order.transpose(1, 0, 2), self.devices)
-      self._epoch_inputs = (epoch, {"data": self.train_data, "order": order})
+      self._epoch_inputs = ((self.config.seed, epoch), {"data": self.train_data, "order": order})
     return self._epoch_inputs[1]
 
-  def alternating_flips(self, flip0, index, step):
-    """airbench's flips: image i is flipped in even epochs iff flip0[i], in odd epochs iff not,
-    so every image is seen both ways every two epochs."""
-    return flip0[index] ^ ((step // self.steps_per_epoch) % 2 == 1)
+  def alternating_flips(self, rng, index, step):
+    """airbench's flips: training image i is flipped in even epochs iff a coin drawn for it
+    once from the run's key `rng` says so, in odd epochs iff not, so every image is seen both
+    ways every two epochs."""
+    coin = lambda i: jax.random.bernoulli(jax.random.fold_in(rng, i))
+    return jax.vmap(coin)(index) ^ ((step // self.steps_per_epoch) % 2 == 1)
 
   def train_step(self, state, batch, rng):
     config = self.config
@@ -263,7 +270,7 @@ class ClassifierTask(Task):
     offsets = augment.take_device_rows(offsets, me, self.device_batch)
     flips = augment.take_device_rows(flips, me, self.device_batch)
     if aug.get("alternate_flip", False):
-      flips = self.alternating_flips(batch["data"]["flip0"], index, state.step)
+      flips = self.alternating_flips(jax.random.fold_in(state.rng, 0xF11B), index, state.step)
     x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
                           self.mean, self.std)
     smoothing = config.get("label_smoothing", 0.0)

@@ -52,6 +52,9 @@ def validate_config(config, num_devices_total: int) -> None:
   for field in ("lr_g", "lr_d", "clip", "gp_weight"):
     if field in config:
       _check(config[field] > 0, f"--config.{field} must be positive, got {config[field]}")
+  if "whiten_images" in config:
+    _check(config.whiten_images >= 0,
+           f"--config.whiten_images must be >= 0 (0: no whitening), got {config.whiten_images}")
   if "model" in config and "num_blocks" in config.model:
     _check(all(int(b) >= 0 for b in config.model.num_blocks),
            f"--config.model.num_blocks must be non-negative counts, got {config.model.num_blocks}")

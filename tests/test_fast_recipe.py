@@ -37,6 +37,9 @@ def test_fastnet_has_airbench94s_parameters_in_the_right_groups():
     sizes[label] = sizes.get(label, 0) + leaf.size
   assert sizes == {"frozen": 288, "whiten_bias": 24, "norm_bias": 2 * (64 + 256 + 256),
                    "default": 1_971_640 - 288 - 24 - 1152}
+  # Without data whitening (whiten_images=0) the first conv trains like any other.
+  unwhitened = jax.tree_util.tree_leaves(param_groups(params, whitened=False))
+  assert "frozen" not in unwhitened and unwhitened.count("default") == len(unwhitened) - 1 - 6
   # BN scales are frozen at 1: not parameters at all.
   assert not any("scale" in str(p) for p, _ in jax.tree_util.tree_leaves_with_path(params))
   out = jax.eval_shape(FastNet().apply, variables, jnp.ones((3, 32, 32, 3)))
@@ -162,13 +165,15 @@ def test_label_smoothing_matches_the_formula():
 
 def test_alternating_flips_flip_each_image_both_ways_every_two_epochs(image_folder16):
   task = experiment.build_task(tiny_fast_config(image_folder16), jax.local_devices()[:1])
-  flip0 = np.asarray(task.train_data["flip0"])[0]
-  assert 0 < flip0.mean() < 1
-  index = jnp.arange(len(flip0))
+  index, rng = jnp.arange(task.n_train), jax.random.PRNGKey(3)
+  flip0 = np.asarray(task.alternating_flips(rng, index, 0))
+  assert 0.2 < flip0.mean() < 0.8
   spe = task.steps_per_epoch
-  for step, flipped in [(0, flip0), (spe - 1, flip0), (spe, ~flip0), (2 * spe + 1, flip0)]:
-    np.testing.assert_array_equal(task.alternating_flips(jnp.asarray(flip0), index, step),
-                                  flipped)
+  for step, flipped in [(spe - 1, flip0), (spe, ~flip0), (2 * spe + 1, flip0), (3 * spe, ~flip0)]:
+    np.testing.assert_array_equal(task.alternating_flips(rng, index, step), flipped)
+  # Per image, not per batch position; and another run (key) flips other images.
+  np.testing.assert_array_equal(task.alternating_flips(rng, index[::-1], 0), flip0[::-1])
+  assert not np.array_equal(task.alternating_flips(jax.random.PRNGKey(4), index, 0), flip0)
 
 
 def test_translate_tta_is_airbenchs_weighted_average_of_six_views(image_folder16):
@@ -261,3 +266,13 @@ def test_fast_recipe_on_four_devices_matches_one_device(image_folder16, tmp_path
   # amplifies it to ~2e-3 over 10 steps; unsynchronised BN or per-device flips give O(1).
   for a, b in zip(jax.tree_util.tree_leaves(finals[0]), jax.tree_util.tree_leaves(finals[1])):
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=5e-3)
+
+
+def test_a_reused_task_follows_a_new_seeds_data_order(image_folder16):
+  """time_to_accuracy reuses one compiled task for every seed: the data order must follow."""
+  config = tiny_fast_config(image_folder16)
+  task = experiment.build_task(config, jax.local_devices()[:1])
+  first = np.asarray(task.train_batch(0)["order"])
+  with config.unlocked():
+    config.seed = 1
+  assert not np.array_equal(np.asarray(task.train_batch(0)["order"]), first)

@@ -38,7 +38,8 @@ class FastNet(nn.Module):
   def setup(self):
     k = self.whiten_kernel_size
     self.whiten = nn.Conv(2 * 3 * k * k, (k, k), padding="VALID", use_bias=True,
-                          dtype=self.dtype, bias_init=nn.initializers.zeros)
+                          dtype=self.dtype, kernel_init=torch_default_kernel_init,
+                          bias_init=nn.initializers.zeros)
     layer = dict(act=self.act, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_scale=False,
                  identity_init=True, axis_name=self.axis_name, dtype=self.dtype)
     self.layers = [ConvLayer(w, 3, pool=pool, **layer) for w in self.widths for pool in (2, 1)]
