@@ -6,15 +6,21 @@
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
 #   device tool:  run(command="bash benchmarks/gpu_checks.sh fast",
 #                     carry=[".whl", ".data"], timeout_s=420)
-#   then, warm:   run(command="bash benchmarks/gpu_checks.sh throughput", carry=[...], ...)
+#   then, warm:   run(command="bash benchmarks/gpu_checks.sh throughput", carry=[...],
+#                     timeout_s=400)
 #
-# Parts (each writes JSON + a log under $OUT, at most 8 files per call come back):
-#   fast        cifar10_fast time to 94% (3 seeds) on the JPEG copy, jaxgan then PyTorch  ~4 min
+# Parts (each writes JSON + a log under $OUT; at most 8 files come back per call). Device time
+# is 15 minutes per session including the machine's start (1-2 min): `fast` + `throughput` fit
+# one session, `more` + `darknet` the next.
+#   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
+#               timed to the twin's mean final accuracy (and both to 94%)          ~5 min
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
-#               fastnet 1024, darknet 512, wrn22 512 in bfloat16                        ~5 min
-#   gans        wgan64 batch 64 and cyclegan batch 1, bfloat16 and float32               ~4 min
-#   darknet     the notebook Darknet recipe's time to 94% (1 seed, 30 epochs)             ~4 min
-# EXTRA_FLAGS is appended to each benchmark's flags (a CPU dry run: small --config.* values).
+#               fastnet batch 1024 and darknet batch 512, bfloat16                 ~5 min
+#   more        wrn22 512, wgan64 64 and cyclegan 1 in bfloat16 and float32          ~6 min
+#   darknet     the notebook Darknet recipe's time to 94% (1 seed, 30 epochs)       ~4 min
+# time_to_accuracy runs each framework in its own process; train_throughput runs both in one
+# (the pre-flight checks that they coexist).
+# EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-}
@@ -24,10 +30,35 @@ setup_device() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 JAXGAN_CACHE_DIR=/tmp/jaxgan-cache
-  export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the GPU in one process
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false
   mkdir -p "$OUT"
+  LOG="$OUT/gpu_$part.log"
   { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
-      || echo "no nvidia-smi"; } | tee -a "$OUT/gpu_$part.log"
+      || echo "no nvidia-smi"; } | tee -a "$LOG"
+  # Pre-flight, seconds: each framework runs a convolution on the accelerator.
+  timeout 120 python3 -c "import jax, jax.numpy as jnp; x = jnp.ones((8, 32, 32, 3)); \
+print('jax', jax.__version__, jax.devices(), float(jax.lax.conv_general_dilated(x, \
+jnp.ones((3, 3, 3, 8)), (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()))" \
+    2>&1 | tail -1 | tee -a "$LOG"
+  timeout 120 python3 -c "import torch; d = 'cuda' if torch.cuda.is_available() else 'cpu'; \
+print('torch', torch.__version__, d, float(torch.nn.functional.conv2d(torch.ones(8, 3, 32, 32, \
+device=d), torch.ones(8, 3, 3, 3, device=d), padding=1).sum()))" 2>&1 | tail -1 | tee -a "$LOG"
+  # train_throughput.py runs both frameworks in one process: check that they coexist.
+  timeout 120 python3 -c "import jax, jax.numpy as jnp, torch; \
+d = 'cuda' if torch.cuda.is_available() else 'cpu'; a = float((jnp.ones((256, 256)) @ \
+jnp.ones((256, 256))).sum()); b = float(torch.nn.functional.conv2d(torch.ones(8, 3, 32, 32, \
+device=d), torch.ones(8, 3, 3, 3, device=d)).sum()); print('jax + torch in one process', a, b)" \
+    2>&1 | tail -1 | tee -a "$LOG"
+}
+
+tta() {  # seconds, then time_to_accuracy.py's flags
+  timeout "$1" python3 benchmarks/time_to_accuracy.py "${@:2}" ${EXTRA_FLAGS:-} 2>&1 \
+    | grep -v "^[IW][0-9]" | tee -a "$LOG"
+}
+
+tp() {  # seconds, then train_throughput.py's flags
+  timeout "$1" python3 benchmarks/train_throughput.py "${@:2}" 2>&1 | grep -v "^[IW][0-9]" \
+    | tee -a "$LOG"
 }
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
@@ -45,35 +76,33 @@ case "$part" in
     ;;
   fast)
     setup_device
-    timeout 400 python3 benchmarks/time_to_accuracy.py --config configs/cifar10_fast.py \
-      --dataset "$CIFAR" --target 0.94 --seeds 3 --framework both \
-      --torch_variant channels_last --json "$OUT/tta_fast.json" ${EXTRA_FLAGS:-} 2>&1 | tee -a "$OUT/gpu_$part.log"
+    tta 240 --config configs/cifar10_fast.py --dataset "$CIFAR" --target 0.94 --seeds 3 \
+      --framework torch --torch_variant channels_last --json "$OUT/tta_fast_torch.json"
+    tta 240 --config configs/cifar10_fast.py --dataset "$CIFAR" --seeds 3 --framework jax \
+      --target_from "$OUT/tta_fast_torch.json" --json "$OUT/tta_fast_jax.json"
     ;;
   throughput)
     setup_device
-    for preset in "fastnet 1024" "darknet 512" "wrn22 512"; do
-      set -- $preset
-      timeout 150 python3 benchmarks/train_throughput.py --preset "$1" --batch_sizes "$2" \
-        --dtypes bfloat16 --steps 20 --json "$OUT/tp_$1.json" 2>&1 | tee -a "$OUT/gpu_$part.log"
-    done
+    tp 170 --preset fastnet --batch_sizes 1024 --dtypes bfloat16 --steps 20 \
+      --json "$OUT/tp_fastnet.json"
+    tp 170 --preset darknet --batch_sizes 512 --dtypes bfloat16 --steps 20 \
+      --json "$OUT/tp_darknet.json"
     ;;
-  gans)
+  more)
     setup_device
-    timeout 120 python3 benchmarks/train_throughput.py --preset wgan64 --batch_sizes 64 \
-      --dtypes bfloat16,float32 --steps 10 --json "$OUT/tp_wgan64.json" 2>&1 \
-      | tee -a "$OUT/gpu_$part.log"
-    timeout 120 python3 benchmarks/train_throughput.py --preset cyclegan --batch_sizes 1 \
-      --dtypes bfloat16,float32 --steps 10 --json "$OUT/tp_cyclegan.json" 2>&1 \
-      | tee -a "$OUT/gpu_$part.log"
+    tp 150 --preset wrn22 --batch_sizes 512 --dtypes bfloat16 --steps 20 --json "$OUT/tp_wrn22.json"
+    tp 120 --preset wgan64 --batch_sizes 64 --dtypes bfloat16,float32 --steps 10 \
+      --json "$OUT/tp_wgan64.json"
+    tp 150 --preset cyclegan --batch_sizes 1 --dtypes bfloat16,float32 --steps 10 \
+      --json "$OUT/tp_cyclegan.json"
     ;;
   darknet)
     setup_device
-    timeout 560 python3 benchmarks/time_to_accuracy.py --config configs/darknet_cifar10.py \
-      --dataset "$CIFAR" --target 0.94 --seeds 1 --metric accuracy_flip_tta \
-      --json "$OUT/tta_darknet.json" ${EXTRA_FLAGS:-} 2>&1 | tee -a "$OUT/gpu_$part.log"
+    tta 560 --config configs/darknet_cifar10.py --dataset "$CIFAR" --target 0.94 --seeds 1 \
+      --metric accuracy_flip_tta --json "$OUT/tta_darknet.json"
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_checks.sh prepare|fast|throughput|gans|darknet" >&2
+    echo "usage: bash benchmarks/gpu_checks.sh prepare|fast|throughput|more|darknet" >&2
     exit 2
     ;;
 esac

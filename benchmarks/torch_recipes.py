@@ -158,7 +158,8 @@ class Lookahead:
       if self.avg is None:
         self.avg = [t.clone() for t in self._tensors()]
       else:
-        rho = self.c.decay_base ** self.c.every_n_steps * (n / self.total) ** self.c.decay_pow
+        rho = (self.c.decay_base ** self.c.every_n_steps
+               * min(n / self.total, 1.0) ** self.c.decay_pow)
         for a, t in zip(self.avg, self._tensors()):
           a.lerp_(t, 1 - rho)
           t.copy_(a)
@@ -207,8 +208,10 @@ class TorchRecipe:
     model = build_model(config.model, self.num_classes).to(self.setup.device)
     if isinstance(model, FastNet):
       n = config.get("whiten_images", 0)
-      if n > 0:
-        model.init_whitening(self._normalise(self.images[:n]).float())
+      if n > 0:  # the same images as jaxgan's
+        from jaxgan.classifier import whitening_sample
+        sample = torch.from_numpy(whitening_sample(len(self.images), n)).to(self.setup.device)
+        model.init_whitening(self._normalise(self.images[sample]).float())
       else:  # no data whitening: an ordinary trained conv, PyTorch's default init
         model.whiten.weight.requires_grad = True
         nn.init.kaiming_uniform_(model.whiten.weight, a=math.sqrt(5))
@@ -238,7 +241,7 @@ class TorchRecipe:
     config, dev = self.config, self.setup.device
     aug, bs, size = config.augment, len(idx), config.image_size
     offsets = torch.randint(0, 2 * aug.pad + 1, (bs, 2), device=dev, generator=self.gen)
-    if aug.get("alternate_flip", False):
+    if aug.flip and aug.get("alternate_flip", False):
       flips = self.flip0[idx] ^ (epoch % 2 == 1)
     elif aug.flip:
       flips = torch.rand(bs, device=dev, generator=self.gen) < 0.5

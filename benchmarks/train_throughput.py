@@ -20,10 +20,11 @@ Each row reports:
 - compile s: the first step (tracing + XLA compilation + one run), apart;
 - step ms and per second over `--steps` steps after one more warm step;
 - TFLOP/s and MFU: FLOPs per step from XLA's HLO cost analysis of the
-  lowered step program (2 per multiply-add), per device as pmap compiles it,
-  times the devices: the whole global step. The lowered (unoptimised)
-  program is analysed because backends rewrite convolutions into library
-  calls (cuDNN) whose FLOPs a compiled program's analysis may not count. The
+  step program (2 per multiply-add), per device as pmap compiles it, times
+  the devices: the whole global step. The program is lowered for the host
+  CPU from the same shapes and analysed before optimisation: GPU backends
+  (PJRT plugins) offer no analysis of a lowered program, and a compiled
+  GPU program's analysis counts cuDNN calls and elementwise ops otherwise. The
   analysis counts a loop body once, so the WGAN's critic steps (a lax.scan
   on GPU) are counted as n_critic x one critic program + the generator
   program. XLA counts only the multiply-adds that touch real inputs, not
@@ -120,22 +121,26 @@ def peak_memory_bytes(device):
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def cost_flops(fn, *args) -> float:
-  """FLOPs XLA's cost analysis counts in one call of jit/pmap function `fn` on `args`
-  (for pmap: one device's program)."""
-  lowered = fn.lower(*args)
-  try:
-    cost = lowered.cost_analysis()
-  except Exception:  # some backends analyse only compiled programs
-    cost = None
-  if not cost:
-    cost = lowered.compile().cost_analysis()
+def cost_flops(make, *args) -> float:
+  """FLOPs XLA's cost analysis counts in one device's program of the pmapped function that
+  `make(devices)` builds, called on `args` (replicated / sharded over the first axis).
+
+  The program is lowered for one host-CPU device from the arguments' shapes: the same
+  per-device HLO, analysed before any backend rewrites it, and the CPU backend offers the
+  analysis of a lowered program where GPU plugins (PJRT C API) do not, whose compiled-program
+  analysis would also count cuDNN calls and elementwise ops differently.
+  """
+  import jax
+  cpu = jax.devices("cpu")[:1]
+  shapes = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype), args)
+  cost = make(cpu).lower(*shapes).cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
     cost = cost[0]
   return float(cost["flops"])
 
 
-def flops_per_step(task, p_step, state, batch, devices) -> float:
+def flops_per_step(task, state, batch, devices) -> float:
   """FLOPs of one global train step: the per-device program's count times the devices.
 
   The WGAN's programs are analysed apart (n_critic critic steps + one generator step):
@@ -145,11 +150,11 @@ def flops_per_step(task, p_step, state, batch, devices) -> float:
   import jax
   from jaxgan import parallel
   if not hasattr(task, "critic_update"):
-    return cost_flops(p_step, state, batch) * len(devices)
+    return cost_flops(task.compile_step, state, batch) * len(devices)
   key = jax.random.PRNGKey(0)
   critic = lambda s, b: task.critic_update(s, b["images"], b["index"][0], key)
   generator = lambda s, b: task.generator_update(s, b["index"].shape[1], key)
-  program = lambda fn: parallel.pmap_step(fn, devices, donate_state=False)
+  program = lambda fn: lambda d: parallel.pmap_step(fn, d, donate_state=False)
   n_critic = batch["index"].shape[1]  # (devices, n_critic, device batch)
   per_device = (n_critic * cost_flops(program(critic), state, batch)
                 + cost_flops(program(generator), state, batch))
@@ -203,7 +208,7 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
          "peak_memory_bytes": peak_memory_bytes(devices[0]), "flops_per_step": None,
          "tflops_per_s": None, "mfu": None}
   # After the timing (the state is live again), from the step's own inputs.
-  flops = flops_per_step(task, p_step, state, task.train_batch(first + 2 + steps), devices)
+  flops = flops_per_step(task, state, task.train_batch(first + 2 + steps), devices)
   peak = peak_tflops_per_device or peak_tflops(devices[0].device_kind, dtype)
   return add_flop_rates(row, flops, peak)
 
@@ -346,8 +351,9 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def run(args):
-  """Measure every (dtype, batch size); returns the JSON-able report, printing the table."""
+def run(args, save=lambda report: None):
+  """Measure every (dtype, batch size); returns the JSON-able report, printing the table and
+  passing the report so far to `save` after each configuration (a timeout keeps those)."""
   use_torch = args.torch == "only" or (args.torch == "auto" and torch_available())
   if args.torch == "only" and not torch_available():
     raise SystemExit("--torch only needs PyTorch installed")
@@ -360,6 +366,7 @@ def run(args):
   if args.torch == "auto" and not use_torch:
     print("PyTorch is not installed: no PyTorch rows (pip install torch for the ratios)")
   rows, comparisons = [], []
+  report = {"machine": info, "preset": args.preset, "results": rows, "ratios": comparisons}
   print(HEADER)
   for dtype in args.dtypes.split(","):
     for bs in map(int, args.batch_sizes.split(",")):
@@ -368,6 +375,7 @@ def run(args):
         jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops)
         rows.append(jax_row)
         print(format_row(jax_row), flush=True)
+      save(report)
       if not use_torch:
         continue
       torch_rows = measure_torch_rows(args.preset, bs, dtype, args.steps, torch_device,
@@ -382,17 +390,20 @@ def run(args):
         comparisons.append({"batch_size": bs, "dtype": dtype, **ratio})
         print(f"{'':22s} jaxgan / PyTorch per device: {_times(ratio['vs_torch_eager'])} best "
               f"eager, {_times(ratio['vs_torch_compile'])} torch.compile", flush=True)
-  return {"machine": info, "preset": args.preset, "results": rows, "ratios": comparisons}
+      save(report)
+  return report
 
 
 def main(argv=None):
   args = parse_args(argv)
   if args.torch != "off":  # let PyTorch share the GPU: JAX allocates as it goes
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  report = run(args)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=2)
+  def save(report):
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(report, f, indent=2)
+
+  save(run(args, save))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,13 @@ def cross_entropy(logits, labels, num_classes, label_smoothing: float = 0.0):
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
+def whitening_sample(n_train: int, k: int) -> np.ndarray:
+  """Which training images set FastNet's whitening filters: a fixed random `k` of them.
+  (Folders list images class by class, so the first k would be one class; airbench's first
+  5,000 come from CIFAR's shuffled order.)"""
+  return np.sort(np.random.default_rng(0).permutation(n_train)[:k])
+
+
 def lookahead(state, params, batch_stats, ema_config, steps_per_epoch: int, total_steps: int):
   """airbench's weight averaging, applied after the update of step `state.step`.
 
@@ -138,7 +145,8 @@ def lookahead(state, params, batch_stats, ema_config, steps_per_epoch: int, tota
   first_step = ema_config.start_epochs * steps_per_epoch + 1
   first = first_step + (-first_step) % every  # the first multiple of `every` from there
   due = (epoch >= ema_config.start_epochs) & (n % every == 0)
-  rho = ema_config.decay_base ** every * (n / total_steps) ** ema_config.decay_pow
+  # (capped at 1: a run cut past its schedule, e.g. a long benchmark, must not extrapolate)
+  rho = ema_config.decay_base ** every * jnp.minimum(n / total_steps, 1.0) ** ema_config.decay_pow
   net = {"params": params, "batch_stats": batch_stats}
   mix = lambda e, w: jnp.where(n == first, w, jnp.where(due, e + (1 - rho) * (w - e), e))
   ema = jax.tree_util.tree_map(mix, state.ema, net)
@@ -189,7 +197,8 @@ class ClassifierTask(Task):
                                            self.devices)
       self.n_train = n_train
       if config.get("whiten_images", 0) > 0:
-        self.whiten_images = data.images(config.train_split)[:config.whiten_images]
+        self.whiten_images = data.images(config.train_split)[
+            whitening_sample(n_train, config.whiten_images)]
     self.tx = make_optimizer(config, self.total_steps, self.steps_per_epoch)
     self._set_up_eval(data.images(config.eval_split), data.labels(config.eval_split))
     self._epoch_inputs = (None, None)
@@ -269,7 +278,7 @@ class ClassifierTask(Task):
     me = parallel.index()
     offsets = augment.take_device_rows(offsets, me, self.device_batch)
     flips = augment.take_device_rows(flips, me, self.device_batch)
-    if aug.get("alternate_flip", False):
+    if aug.flip and aug.get("alternate_flip", False):
       flips = self.alternating_flips(jax.random.fold_in(state.rng, 0xF11B), index, state.step)
     x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
                           self.mean, self.std)

@@ -79,7 +79,7 @@ def test_wgan_flops_count_every_critic_step():
   state = parallel.replicate(task.init_state(jax.random.PRNGKey(0)), devices)
   batch = task.train_batch(0)  # a warm-up iteration: critic_iters_boost = 4 critic steps
   assert batch["index"].shape[1] == 4
-  flops = tt.flops_per_step(task, task.compile_step(devices), state, batch, devices)
+  flops = tt.flops_per_step(task, state, batch, devices)
   g, d = dcgan_forward_macs()
   # Critic step: G forward, D forward on real and fake, their backward (~2x): G + 6 D.
   # Generator step: G forward and backward (3 G), D forward and input gradients (2 D).

@@ -139,3 +139,38 @@ def test_torch_recipe_evaluates_like_jaxgan(image_folder16):
   got = recipe.evaluate()
   for key in ("accuracy", "accuracy_flip_tta", "accuracy_translate_tta"):
     assert got[key] == pytest.approx(float(want[key])), key
+
+
+def test_torch_recipe_trains_the_weights_jaxgan_trains(image_folder16, tmp_path):
+  """Four steps of the whole recipe from the same weights in both frameworks: whitening,
+  x64 BN-shift lr, the whitening bias frozen after epoch 2, label smoothing, Lookahead every 2
+  steps from epoch 1, Nesterov on the triangle schedule. Pad 0 and no flips make the
+  augmentation the identity, and batch 36 = the whole training set, so each step sees the
+  same images in both whatever their order."""
+  from jaxgan.checkpoint import Checkpointer
+  from jaxgan.data import load_classification_data
+  config = tiny_fast_config(image_folder16, batch_size=36, num_epochs=4.0, augment__pad=0,
+                            augment__flip=False, ema__every_n_steps=2, whiten_bias_epochs=2)
+  task = experiment.build_task(config, jax.local_devices()[:1])
+  start = task.init_state(jax.random.PRNGKey(config.seed))
+  assert task.steps_per_epoch == 1
+  experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  final, _ = Checkpointer(str(tmp_path / "run")).restore(None)
+
+  recipe = torch_recipes.TorchRecipe(config, load_classification_data(
+      config, [config.train_split, config.eval_split]), device="cpu", variant="eager")
+  recipe.init(0)
+  torch_recipes.copy_fastnet_params(recipe.model, {"params": start.params,
+                                                   "batch_stats": start.batch_stats})
+  for epoch in range(4):
+    recipe.train_epoch(epoch)
+  want = torch_recipes.copy_fastnet_params(
+      torch_recipes.FastNet(num_classes=3, widths=tuple(config.model.widths)), final)
+  moved = 0.0
+  for (name, a), b in zip(recipe.model.state_dict().items(), want.state_dict().values()):
+    if "running_var" in name or "num_batches" in name:  # PyTorch keeps the unbiased variance
+      continue
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-3, atol=2e-4, err_msg=name)
+    if name == "whiten.bias":
+      moved = float(np.abs(b.numpy()).max())
+  assert moved > 0  # the whitening bias trained for its two epochs
