@@ -209,23 +209,37 @@ class ClassifierTask(Task):
     return math.ceil(self.steps_per_epoch * self.config.num_epochs)  # num_epochs may be 9.9
 
   # ---- state -------------------------------------------------------------
-  def _fresh_variables(self, rng, whiten_images):
-    """Initial variables; FastNet's whitening filters from the (uint8) images when given."""
+  def _fresh_variables(self, rng, whiten_moment):
+    """Initial variables; FastNet's whitening filters from the patch moment when given."""
     size = self.config.image_size
     variables = self.model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-    if whiten_images is not None:
-      kernel = self.model.whitening_kernel(augment.normalize(whiten_images, self.mean, self.std))
+    if whiten_moment is not None:
       params = variables["params"]
+      kernel = self.model.whitening_from_moment(whiten_moment)
       variables = {**variables, "params": {**params, "whiten": {**params["whiten"],
                                                                 "kernel": kernel}}}
     return variables
+
+  def _whiten_moment(self):
+    """The whitening sample's patch moment, averaged over processes (each holds its own
+    shard) so every host builds the same filters."""
+    if self.whiten_images is None or not hasattr(self.model, "patch_moment"):
+      return None
+    if not hasattr(self, "_moment_fn"):
+      self._moment_fn = jax.jit(lambda x: self.model.patch_moment(
+          augment.normalize(x, self.mean, self.std)))
+    moment = self._moment_fn(self.whiten_images)
+    if jax.process_count() == 1:
+      return moment
+    n = len(self.whiten_images)
+    total = parallel.process_allgather_sum(np.asarray(moment) * n)
+    return total / parallel.process_allgather_sum(np.asarray(n, np.float64))
 
   def init_state(self, rng):
     init_rng, rng = jax.random.split(rng)
     if not hasattr(self, "_init_fn"):  # compiled once: later seeds (time_to_accuracy) reuse it
       self._init_fn = jax.jit(self._fresh_variables)
-    whiten = self.whiten_images if hasattr(self.model, "whitening_kernel") else None
-    variables = self._init_fn(init_rng, whiten)
+    variables = self._init_fn(init_rng, self._whiten_moment())
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     ema = None

@@ -60,21 +60,26 @@ class FastNet(nn.Module):
   def __call__(self, x, train: bool = False):
     return self.head(self.features(x, train)) * self.logit_scale
 
-  def whitening_kernel(self, images: jax.Array, eps: float = 5e-4) -> jax.Array:
-    """The whitening layer's HWIO kernel from normalised NHWC float images.
-
-    Patch covariance is the uncentred second moment (as airbench computes it);
-    filters are sorted by decreasing eigenvalue, then their negatives, so the
-    GELU after the layer sees each direction with both signs.
-    """
+  def patch_moment(self, images: jax.Array) -> jax.Array:
+    """Uncentred second moment (as airbench computes it) of the k x k patches of normalised
+    NHWC float images, rows in HWC order (an HWIO kernel's inputs)."""
     k = self.whiten_kernel_size
     n, h, w, c = images.shape
     x = jnp.asarray(images, jnp.float32)
     patches = jnp.stack([x[:, i:h - k + 1 + i, j:w - k + 1 + j, :]
                          for i in range(k) for j in range(k)], axis=3)  # (n, h', w', k*k, c)
-    flat = patches.reshape(-1, k * k * c)  # rows in HWC order, as an HWIO kernel's inputs
-    cov = jnp.matmul(flat.T, flat, precision=jax.lax.Precision.HIGHEST) / flat.shape[0]
-    evals, evecs = jnp.linalg.eigh(cov)
+    flat = patches.reshape(-1, k * k * c)
+    return jnp.matmul(flat.T, flat, precision=jax.lax.Precision.HIGHEST) / flat.shape[0]
+
+  def whitening_from_moment(self, moment: jax.Array, eps: float = 5e-4) -> jax.Array:
+    """The HWIO kernel: eigenvectors by decreasing eigenvalue over sqrt(eigenvalue + eps),
+    then their negatives, so the GELU after the layer sees each direction with both signs."""
+    k = self.whiten_kernel_size
+    evals, evecs = jnp.linalg.eigh(moment)
     evals, evecs = evals[::-1], evecs[:, ::-1]
-    filters = (evecs / jnp.sqrt(evals + eps)).reshape(k, k, c, k * k * c)
+    filters = (evecs / jnp.sqrt(evals + eps)).reshape(k, k, -1, moment.shape[0])
     return jnp.concatenate([filters, -filters], axis=-1)
+
+  def whitening_kernel(self, images: jax.Array, eps: float = 5e-4) -> jax.Array:
+    """The whitening layer's HWIO kernel from normalised NHWC float images."""
+    return self.whitening_from_moment(self.patch_moment(images), eps)
