@@ -287,12 +287,13 @@ class ClassifierTask(Task):
     images = batch["data"]["images"][index]
     labels = batch["data"]["labels"][index]
     aug = config.augment
+    alternate = aug.flip and aug.get("alternate_flip", False)
     offsets, flips = augment.draw_crop_flip(rng, self.device_batch * self.num_global,
-                                            2 * aug.pad, aug.flip)
+                                            2 * aug.pad, aug.flip and not alternate)
     me = parallel.index()
     offsets = augment.take_device_rows(offsets, me, self.device_batch)
     flips = augment.take_device_rows(flips, me, self.device_batch)
-    if aug.flip and aug.get("alternate_flip", False):
+    if alternate:
       flips = self.alternating_flips(jax.random.fold_in(state.rng, 0xF11B), index, state.step)
     x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
                           self.mean, self.std)
@@ -382,13 +383,19 @@ class ClassifierTask(Task):
     return jax.tree_util.tree_map(lambda x: np.asarray(x[0], np.float64), jax.device_get(totals))
 
   def evaluate(self, state):
-    c = self.eval_counts(state)
-    n = c["total"].sum()
-    result = {"loss": c["loss"] / n, "accuracy": c["correct"].sum() / n,
-              "accuracy_flip_tta": c["correct_tta"].sum() / n}
-    if "correct_translate_tta" in c:
-      result["accuracy_translate_tta"] = c["correct_translate_tta"].sum() / n
-    return result
+    return summarize_counts(self.eval_counts(state))
+
+
+# eval_step's count of correct predictions -> the reported accuracy.
+ACCURACIES = {"correct": "accuracy", "correct_tta": "accuracy_flip_tta",
+              "correct_translate_tta": "accuracy_translate_tta"}
+
+
+def summarize_counts(c: dict) -> dict:
+  """Loss and accuracies (plain, flip TTA, translate TTA when counted) from summed counts."""
+  n = c["total"].sum()
+  return {"loss": float(c["loss"] / n),
+          **{name: float(c[key].sum() / n) for key, name in ACCURACIES.items() if key in c}}
 
 
 def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
@@ -411,17 +418,12 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
 
   config, task, state, step = restore_latest(workdir, build)
   c = task.eval_counts(parallel.replicate(state, devices))
-  n = c["total"].sum()
   per_class = {name: float(c["correct"][i] / max(c["total"][i], 1))
                for i, name in enumerate(task.class_names)}
   result = {
       "workdir": os.path.abspath(workdir), "step": int(step), "dataset": task.source,
-      "split": config.eval_split, "num_examples": int(n),
-      "accuracy": float(c["correct"].sum() / n),
-      "accuracy_flip_tta": float(c["correct_tta"].sum() / n),
-      **({"accuracy_translate_tta": float(c["correct_translate_tta"].sum() / n)}
-         if "correct_translate_tta" in c else {}),
-      "loss": float(c["loss"] / n), "per_class_accuracy": per_class,
+      "split": config.eval_split, "num_examples": int(c["total"].sum()),
+      **summarize_counts(c), "per_class_accuracy": per_class,
       "num_params": count_params(state.params),
   }
   if jax.process_index() == 0:
