@@ -87,7 +87,7 @@ def triangle(total_steps: int, peak_lr: float, start: float = 0.2, peak_pct: flo
   def lr(step):
     return jnp.interp(jnp.asarray(step, jnp.float32), xs, ys)
 
-  return lr, lambda step: jnp.full((), momentum, jnp.float32)
+  return lr, constant(peak_lr, momentum)[1]
 
 
 def constant(peak_lr: float, momentum: float = 0.9) -> tuple[Schedule, Schedule]:
