@@ -88,6 +88,12 @@ def validate(config) -> None:
   check(config.model.n_blocks >= 0 and config.model.ngf >= 1 and config.model.ndf >= 1
         and config.model.n_layers_d >= 1,
         "--config.model: ngf, ndf and n_layers_d must be >= 1, n_blocks >= 0")
+  patches = PatchDiscriminator(n_layers=config.model.n_layers_d)
+  smallest = next(s for s in range(4, 4096, 4) if patches.grid_size(s) > 0)
+  check(patches.grid_size(config.image_size) > 0,
+        f"--config.image_size={config.image_size} leaves the PatchGAN discriminator "
+        f"(n_layers_d={config.model.n_layers_d}) nothing to score: its 4x4 convolutions need "
+        f"crops of at least {smallest} pixels")
   check(len(config.train_splits) == 2, "--config.train_splits names the two domains, e.g. "
         "('trainA', 'trainB')")
 

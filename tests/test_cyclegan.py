@@ -239,6 +239,7 @@ def test_bfloat16_option_is_finite_close_to_float32_and_keeps_float32_state():
 
 @pytest.mark.parametrize("field, value, match", [
     ("image_size", 30, "multiple of 4"),
+    ("image_size", 20, "nothing to score: .* at least 24 pixels"),
     ("load_size", 28, "smaller than --config.image_size"),
     ("decay_epochs", 5, "decay_epochs"),
     ("gan_mode", "wgan", "gan_mode"),

@@ -21,6 +21,11 @@ def test_reference_parameter_counts_and_shapes():
   v, out = shapes(PatchDiscriminator(), 256)
   assert count_params(v["params"]) == 2_764_737
   assert out.shape == (2, 30, 30, 1)
+  for size, n_layers in ((256, 3), (24, 3), (20, 3), (36, 3), (12, 2), (8, 2)):
+    model = PatchDiscriminator(ndf=2, n_layers=n_layers)
+    grid = shapes(model, size)[1].shape[1] if model.grid_size(size) else 0
+    assert model.grid_size(size) == grid, (size, n_layers)
+  assert PatchDiscriminator().grid_size(20) == 0
   # Only parameters: instance norm has no affine weights and no running statistics.
   assert set(v) == {"params"}
 

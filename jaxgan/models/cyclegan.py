@@ -70,6 +70,14 @@ class PatchDiscriminator(nn.Module):
   n_layers: int = 3
   dtype: Dtype = jnp.float32
 
+  def grid_size(self, size: int) -> int:
+    """The side of the score map for size x size images (0: too small to score)."""
+    out = lambda s, stride: max(0, (s + 2 - 4) // stride + 1)
+    size = out(size, 2)
+    for n in range(1, self.n_layers + 1):
+      size = out(size, 2 if n < self.n_layers else 1)
+    return out(size, 1)
+
   @nn.compact
   def __call__(self, x):
     conv = lambda f, s: nn.Conv(f, (4, 4), strides=s, padding=1, dtype=self.dtype, **_INIT)
