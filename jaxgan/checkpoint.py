@@ -8,6 +8,7 @@ that cannot be read or does not match them is moved aside to
 `<workdir>/damaged_checkpoints/` and the previous one is used.
 """
 import errno
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgan import parallel
 from jaxgan.errors import ConfigError, WorkdirError
 
 PyTree = Any
@@ -74,6 +76,15 @@ class Checkpointer:
     """
     state = jax.device_get(state)
     meta = {**meta, "checksums": checksums(state)}
+    # Only process 0's arrays are written: a host whose replica drifted would vanish silently.
+    differ = parallel.differing_processes(json.dumps(meta["checksums"]))
+    if differ:
+      good = self.all_steps()
+      raise RuntimeError(
+          f"the training state of process(es) {differ} differs from process 0's at step {step}, "
+          "so the hosts no longer train one model; nothing was written"
+          + (f" (checkpoint {good[-1]} is intact)" if good else "") + ". Start every host with "
+          "the same command, code and jaxgan version.")
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))

@@ -198,7 +198,7 @@ class ClassifierTask(Task):
       self.n_train = n_train
       if config.get("whiten_images", 0) > 0:
         self.whiten_images = data.images(config.train_split)[
-            whitening_sample(n_train, config.whiten_images)]
+            whitening_sample(n_train, -(-config.whiten_images // jax.process_count()))]
     self.tx = make_optimizer(config, self.total_steps, self.steps_per_epoch)
     self._set_up_eval(data.images(config.eval_split), data.labels(config.eval_split))
     self._epoch_inputs = (None, None)

@@ -5,7 +5,8 @@ from jaxgan import parallel
 from jaxgan.data.augment import PAD_MODES
 from jaxgan.errors import ConfigError
 from jaxgan.models.layers import COMPUTE_DTYPES
-from jaxgan.loop import WorkdirLock, prepare_workdir, run, skips_nonfinite
+from jaxgan.loop import (WorkdirLock, check_same_config_on_all_hosts, prepare_workdir, run,
+                         skips_nonfinite)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -86,6 +87,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   except ValueError as e:
     raise ConfigError(f"--config.num_devices: {e}") from None
   validate_config(config, len(devices) * jax.process_count())
+  check_same_config_on_all_hosts(config)  # before the hosts' first collective can diverge
   with WorkdirLock(workdir):
     task = build_task(config, devices)
     return run(task, config, workdir, devices)

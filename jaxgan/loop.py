@@ -258,6 +258,23 @@ def check_resumable(config, workdir: str) -> None:
         f"{path}). Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}.")
 
 
+# Where each host finds its data may differ; everything else must match across hosts.
+HOST_LOCAL_FIELDS = frozenset({"dataset", "tfds_data_dir", "download", "cache_dir"})
+
+
+def check_same_config_on_all_hosts(config) -> None:
+  """Refuse to start a multi-host run whose hosts were given different configs."""
+  if jax.process_count() == 1:
+    return
+  fields = {k: v for k, v in _flatten(json.loads(config.to_json_best_effort())).items()
+            if k not in HOST_LOCAL_FIELDS}
+  differ = parallel.differing_processes(json.dumps(fields, sort_keys=True))
+  if differ:
+    raise ConfigError(f"process(es) {differ} were started with a config that differs from "
+                      "process 0's: start every host with the same command (only "
+                      f"{', '.join(sorted(HOST_LOCAL_FIELDS))} may differ).")
+
+
 def save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     path = os.path.join(workdir, "config.json")

@@ -5,10 +5,14 @@ Steps are written per device and run under `jax.pmap` over the named axis
 `shard_map` wrapper would be a change to `pmap_step` alone (pmap is in
 maintenance mode in current JAX).
 """
+import hashlib
+import os
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+
+from jaxgan.errors import ConfigError
 
 AXIS = "batch"
 PyTree = Any
@@ -19,10 +23,27 @@ def maybe_initialize_distributed(enabled: bool) -> None:
 
   On TPU pods and SLURM/Open MPI clusters the coordinator is found from the
   environment; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID (see the README's multi-host section).
+  JAX_PROCESS_ID (see the README's multi-host section). JAX itself reads only
+  the first of those three, so the other two are passed on here.
   """
-  if enabled and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+  if not enabled or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  for name, var in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+    value = os.environ.get(var, "").strip()
+    if value:
+      if not value.isdigit():
+        raise ConfigError(f"{var}={value!r} is not a non-negative integer")
+      kwargs[name] = int(value)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, TypeError, RuntimeError) as e:
+    reason = str(e).rstrip(".")
+    raise ConfigError(
+        f"--config.distributed=True but JAX could not start a multi-host run: {reason}. Outside a "
+        "TPU pod or a SLURM/Open MPI job, set JAX_COORDINATOR_ADDRESS=<host0>:<port>, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host; for one host, leave "
+        "--config.distributed False.") from e
 
 
 def local_devices(num_devices: int = -1) -> list:
@@ -39,7 +60,16 @@ def local_devices(num_devices: int = -1) -> list:
 
 
 def pmap_step(fn: Callable, devices: Sequence, donate_state: bool = True, **kwargs) -> Callable:
-  """Compile a per-device function `fn(state, ...)` data-parallel over `devices`."""
+  """Compile a per-device function `fn(state, ...)` data-parallel over `devices`.
+
+  In a multi-host run the step spans every process's devices (pmap's default);
+  `pmap(devices=<this host's devices>)` would silently make each collective
+  host-local, and the hosts would train apart.
+  """
+  if jax.process_count() > 1:
+    if len(devices) != jax.local_device_count():
+      raise ValueError("a multi-host step must use all local devices")
+    devices = None
   return jax.pmap(fn, axis_name=AXIS, devices=devices,
                   donate_argnums=(0,) if donate_state else (), **kwargs)
 
@@ -86,8 +116,19 @@ def replicate(tree: PyTree, devices: Sequence) -> PyTree:
 
 
 def unreplicate(tree: PyTree) -> PyTree:
-  """The first device's copy, fetched to the host as numpy."""
-  return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+  """The first device's copy, fetched to the host as numpy.
+
+  Reads the first shard's buffer rather than indexing `x[0]`: indexing is a
+  compiled program per leaf shape, and in a multi-host run an extra program
+  between collectives can stall the hosts.
+  """
+  def first(x):
+    if isinstance(x, jax.Array):
+      shard = min(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+      return np.asarray(shard.data)[0]
+    return np.asarray(x)[0]
+
+  return jax.tree_util.tree_map(first, tree)
 
 
 def shard(tree: PyTree, devices: Sequence) -> PyTree:
@@ -123,3 +164,13 @@ def process_max(x: int) -> int:
     return int(x)
   from jax.experimental import multihost_utils
   return int(np.max(multihost_utils.process_allgather(np.asarray(x))))
+
+
+def differing_processes(value: str) -> list[int]:
+  """The processes whose `value` differs from process 0's ([] on one host)."""
+  if jax.process_count() == 1:
+    return []
+  from jax.experimental import multihost_utils
+  digest = np.frombuffer(hashlib.sha256(value.encode()).digest()[:8], np.uint32)
+  digests = np.asarray(multihost_utils.process_allgather(digest))
+  return [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
