@@ -229,10 +229,8 @@ class ClassifierTask(Task):
       self._moment_fn = jax.jit(lambda x: self.model.patch_moment(
           augment.normalize(x, self.mean, self.std)))
     moment = self._moment_fn(self.whiten_images)
-    if jax.process_count() == 1:
-      return moment
     n = len(self.whiten_images)
-    total = parallel.process_allgather_sum(np.asarray(moment) * n)
+    total = parallel.process_allgather_sum(np.asarray(moment, np.float64) * n)
     return total / parallel.process_allgather_sum(np.asarray(n, np.float64))
 
   def init_state(self, rng):

@@ -24,6 +24,7 @@ from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.experiment import train_and_evaluate
+from jaxgan.loop import _flatten
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,17 +95,10 @@ def eval_rows(workdir):
     return [r for r in map(json.loads, f) if r.get("split") == "eval"]
 
 
-def flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
-
-
 def cli_for(config_file, config):
   """train.py flags that turn `config_file`'s defaults into `config`."""
   module = importlib.import_module("configs." + os.path.splitext(os.path.basename(config_file))[0])
-  base, want = flat(module.get_config().to_dict()), flat(config.to_dict())
+  base, want = _flatten(module.get_config().to_dict()), _flatten(config.to_dict())
   text = lambda v: f"({','.join(map(str, v))},)" if isinstance(v, (tuple, list)) else str(v)
   return [f"--config={config_file}"] + [f"--config.{k}={text(v)}" for k, v in want.items()
                                         if k not in base or base[k] != v]

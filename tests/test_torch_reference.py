@@ -160,13 +160,19 @@ def test_crop_flip_matches_jaxgan_augmentation(mode, pad, size):
   np.testing.assert_array_equal(out.numpy(), np.asarray(ref))
 
 
-def test_classifier_train_step_lowers_the_loss_on_a_fixed_batch():
+def small_darknet_config(batch_size):
+  """The tiny Darknet recipe with one 8-channel block at 16x16."""
   from configs import tiny_darknet
   config = tiny_darknet.get_config()
   config.model.num_blocks = (1,)
   config.model.nf = 8
-  config.batch_size = 16
+  config.batch_size = batch_size
   config.image_size = 16
+  return config
+
+
+def test_classifier_train_step_lowers_the_loss_on_a_fixed_batch():
+  config = small_darknet_config(16)
   config.learning_rate = 2.0  # the step starts at peak / 20
   config.augment.pad = 1
   torch.manual_seed(0)
@@ -184,12 +190,7 @@ def test_classifier_train_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_bfloat16_autocast_step_runs_and_keeps_float32_params():
-  from configs import tiny_darknet
-  config = tiny_darknet.get_config()
-  config.model.num_blocks = (1,)
-  config.model.nf = 8
-  config.batch_size = 8
-  config.image_size = 16
+  config = small_darknet_config(8)
   config.train_subset = 32
   step, _ = tr.classifier_step(config, tr.Setup("cpu", "bfloat16", "channels_last"))
   assert np.isfinite(float(step()))
