@@ -4,27 +4,28 @@
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="bash benchmarks/gpu_checks.sh fast",
-#                     carry=[".whl", ".data"], timeout_s=420)
-#   then, warm:   run(command="bash benchmarks/gpu_checks.sh throughput", carry=[...],
-#                     timeout_s=400)
+#   device tool:  run(command="DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput more",
+#                     carry=[".whl", ".data"], timeout_s=590)
 #
-# Parts (each writes JSON + a log under $OUT; at most 8 files come back per call). Device time
-# is 15 minutes per session including the machine's start (1-2 min): `fast` + `throughput` fit
-# one session, `more` + `darknet` the next.
+# Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
+# most 8 files come back per call: the parts above write 7 + the log). DEADLINE (seconds,
+# default 540) caps the whole command: each benchmark's timeout is cut to the time left, and
+# one that would get under 60 s is skipped, so the parts that ran still come back. Device time
+# is 15 minutes per session including the machine's start (1-2 min).
 #   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
-#               timed to the twin's mean final accuracy (and both to 94%)          ~5 min
+#               timed to the twin's mean final accuracy (and both to 94%)
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
-#               fastnet batch 1024 and darknet batch 512, bfloat16                 ~5 min
-#   more        wrn22 512, wgan64 64 and cyclegan 1 in bfloat16 and float32          ~6 min
-#   darknet     the notebook Darknet recipe's time to 94% (1 seed, 30 epochs)       ~4 min
+#               fastnet batch 1024 and darknet batch 512, bfloat16
+#   more        cyclegan 1, wgan64 64 in bfloat16 and float32, wrn22 512 in bfloat16
+#   darknet     the notebook Darknet recipe's time to 94% (1 seed, 30 epochs)
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
 # EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:-}
 OUT=${OUT:-gpu_out}
+DEADLINE=${DEADLINE:-540}
+LOG="$OUT/gpu.log"
 
 setup_device() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -32,7 +33,6 @@ setup_device() {
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 JAXGAN_CACHE_DIR=/tmp/jaxgan-cache
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
   mkdir -p "$OUT"
-  LOG="$OUT/gpu_$part.log"
   { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
       || echo "no nvidia-smi"; } | tee -a "$LOG"
   # Pre-flight, seconds: each framework runs a convolution on the accelerator.
@@ -51,17 +51,38 @@ device=d), torch.ones(8, 3, 3, 3, device=d)).sum()); print('jax + torch in one p
     2>&1 | tail -1 | tee -a "$LOG"
 }
 
+capped() {  # seconds wanted -> seconds granted before DEADLINE (0: skip)
+  local left=$((DEADLINE - SECONDS - 10))
+  local t=$(( $1 < left ? $1 : left ))
+  (( t >= 60 )) && echo "$t" || echo 0
+}
+
 tta() {  # seconds, then time_to_accuracy.py's flags
-  timeout "$1" python3 benchmarks/time_to_accuracy.py "${@:2}" ${EXTRA_FLAGS:-} 2>&1 \
+  local t; t=$(capped "$1")
+  (( t )) || { echo "skipped (deadline): time_to_accuracy ${*:2}" | tee -a "$LOG"; return; }
+  timeout "$t" python3 benchmarks/time_to_accuracy.py "${@:2}" ${EXTRA_FLAGS:-} 2>&1 \
     | grep -v "^[IW][0-9]" | tee -a "$LOG"
 }
 
 tp() {  # seconds, then train_throughput.py's flags
-  timeout "$1" python3 benchmarks/train_throughput.py "${@:2}" 2>&1 | grep -v "^[IW][0-9]" \
+  local t; t=$(capped "$1")
+  (( t )) || { echo "skipped (deadline): train_throughput ${*:2}" | tee -a "$LOG"; return; }
+  timeout "$t" python3 benchmarks/train_throughput.py "${@:2}" 2>&1 | grep -v "^[IW][0-9]" \
     | tee -a "$LOG"
 }
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
+for part in "${@:-usage}"; do
+  case "$part" in
+    prepare|fast|throughput|more|darknet) ;;
+    *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
+         "more darknet), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+       exit 2 ;;
+  esac
+done
+[ "$1" = prepare ] || setup_device
+for part in "$@"; do
+echo "== $part (${SECONDS} s into the call)" | { [ "$part" = prepare ] && cat || tee -a "$LOG"; }
 case "$part" in
   prepare)
     for p in /.whl/ /.data/; do
@@ -75,7 +96,6 @@ case "$part" in
     ls -la .whl .data
     ;;
   fast)
-    setup_device
     tta 240 --config configs/cifar10_fast.py --dataset "$CIFAR" --target 0.94 --seeds 3 \
       --framework torch --torch_variant channels_last --json "$OUT/tta_fast_torch.json"
     target=(--target_from "$OUT/tta_fast_torch.json")
@@ -84,27 +104,21 @@ case "$part" in
       "${target[@]}" --json "$OUT/tta_fast_jax.json"
     ;;
   throughput)
-    setup_device
     tp 170 --preset fastnet --batch_sizes 1024 --dtypes bfloat16 --steps 20 \
       --json "$OUT/tp_fastnet.json"
     tp 170 --preset darknet --batch_sizes 512 --dtypes bfloat16 --steps 20 \
       --json "$OUT/tp_darknet.json"
     ;;
   more)
-    setup_device
-    tp 150 --preset wrn22 --batch_sizes 512 --dtypes bfloat16 --steps 20 --json "$OUT/tp_wrn22.json"
-    tp 120 --preset wgan64 --batch_sizes 64 --dtypes bfloat16,float32 --steps 10 \
-      --json "$OUT/tp_wgan64.json"
     tp 150 --preset cyclegan --batch_sizes 1 --dtypes bfloat16,float32 --steps 10 \
       --json "$OUT/tp_cyclegan.json"
+    tp 120 --preset wgan64 --batch_sizes 64 --dtypes bfloat16,float32 --steps 10 \
+      --json "$OUT/tp_wgan64.json"
+    tp 150 --preset wrn22 --batch_sizes 512 --dtypes bfloat16 --steps 20 --json "$OUT/tp_wrn22.json"
     ;;
   darknet)
-    setup_device
     tta 560 --config configs/darknet_cifar10.py --dataset "$CIFAR" --target 0.94 --seeds 1 \
       --metric accuracy_flip_tta --json "$OUT/tta_darknet.json"
     ;;
-  *)
-    echo "usage: bash benchmarks/gpu_checks.sh prepare|fast|throughput|more|darknet" >&2
-    exit 2
-    ;;
 esac
+done
