@@ -4,20 +4,23 @@
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput more",
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh darknet more",
 #                     carry=[".whl", ".data"], timeout_s=590)
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
-# most 8 files come back per call: the parts above write 7 + the log). DEADLINE (seconds,
+# most 8 files come back per call: any two parts write at most 7 + the log). DEADLINE (seconds,
 # default 540) caps the whole command: each benchmark's timeout is cut to the time left, and
 # one that would get under 60 s is skipped, so the parts that ran still come back. Device time
 # is 15 minutes per session including the machine's start (1-2 min).
 #   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
-#               timed to the twin's mean final accuracy (and both to 94%)
+#               timed to the twin's mean final accuracy                         (~1.5 min)
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
-#               fastnet batch 1024 and darknet batch 512, bfloat16
-#   more        cyclegan 1, wgan64 64 in bfloat16 and float32, wrn22 512 in bfloat16
-#   darknet     the notebook Darknet recipe's time to 94% (1 seed, 30 epochs)
+#               fastnet batch 1024 and darknet batch 512, bfloat16            (~3 min)
+#   more        wrn22 512 bfloat16, wgan64 64 float32, cyclegan 1 bfloat16    (~6 min)
+#   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
+#               jaxgan timed to the twin's final accuracy                       (~4 min)
+# Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27/): fast, throughput,
+# wgan64 bfloat16 + float32 jaxgan, cyclegan bfloat16 jaxgan, jaxgan's darknet run.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
 # EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
@@ -110,15 +113,20 @@ case "$part" in
       --json "$OUT/tp_darknet.json"
     ;;
   more)
-    tp 150 --preset cyclegan --batch_sizes 1 --dtypes bfloat16,float32 --steps 10 \
-      --json "$OUT/tp_cyclegan.json"
-    tp 120 --preset wgan64 --batch_sizes 64 --dtypes bfloat16,float32 --steps 10 \
-      --json "$OUT/tp_wgan64.json"
     tp 150 --preset wrn22 --batch_sizes 512 --dtypes bfloat16 --steps 20 --json "$OUT/tp_wrn22.json"
+    tp 120 --preset wgan64 --batch_sizes 64 --dtypes float32 --steps 10 \
+      --json "$OUT/tp_wgan64_f32.json"
+    tp 300 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --steps 10 \
+      --json "$OUT/tp_cyclegan.json"
     ;;
   darknet)
-    tta 560 --config configs/darknet_cifar10.py --dataset "$CIFAR" --target 0.94 --seeds 1 \
-      --metric accuracy_flip_tta --json "$OUT/tta_darknet.json"
+    tta 240 --config configs/darknet_cifar10.py --dataset "$CIFAR" --target 0.94 --seeds 1 \
+      --metric accuracy_flip_tta --framework torch --torch_variant channels_last \
+      --json "$OUT/tta_darknet_torch.json"
+    target=(--target_from "$OUT/tta_darknet_torch.json")
+    [ -s "$OUT/tta_darknet_torch.json" ] || target=(--target 0.94)
+    tta 240 --config configs/darknet_cifar10.py --dataset "$CIFAR" --seeds 1 \
+      --metric accuracy_flip_tta "${target[@]}" --json "$OUT/tta_darknet_jax.json"
     ;;
 esac
 done

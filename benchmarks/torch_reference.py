@@ -655,9 +655,10 @@ def measure_torch(preset, batch_size, dtype="float32", variant="eager", steps=10
   untimed step follows, then `steps` timed ones. Peak memory is
   `torch.cuda.max_memory_allocated` of this measurement on CUDA, None elsewhere.
   """
+  from benchmarks.train_throughput import Phases, config_for
   if config is None:
-    from benchmarks.train_throughput import config_for
     config = config_for(preset, batch_size, dtype, 1)
+  phase = Phases(f"torch {variant} {preset} {dtype} batch {batch_size}")
   setup = Setup(device or default_device(), dtype, variant)
   dev = setup.device
   if dev.type == "cuda":
@@ -668,17 +669,22 @@ def measure_torch(preset, batch_size, dtype="float32", variant="eager", steps=10
   torch.manual_seed(0)
   make, unit = STEPS[config.task]
   step, n_params = make(config, setup)
+  _sync(dev)
+  phase("data and model")
   t0 = time.perf_counter()
   step()
   _sync(dev)
   compile_s = time.perf_counter() - t0
+  phase("first step" + (" (compilation)" if setup.compile else ""))
   step()  # one more warm step
   _sync(dev)
+  phase("warm step")
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
   _sync(dev)
   dt = time.perf_counter() - t0
+  phase(f"{steps} timed steps")
   units = batch_size if unit == "images" else 1
   peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
   return {"framework": "torch", "variant": variant, "preset": preset, "params": n_params,

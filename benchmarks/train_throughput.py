@@ -174,6 +174,19 @@ def add_flop_rates(row, flops, peak_per_device):
   return row
 
 
+class Phases:
+  """Prints each phase of a measurement to stderr as it ends, so that a run stopped by a
+  timeout still shows where its time went (a whole row prints only at the end)."""
+
+  def __init__(self, label):
+    self.label, self.t = label, time.perf_counter()
+
+  def __call__(self, phase):
+    now = time.perf_counter()
+    print(f"  [{self.label}] {phase}: {now - self.t:.1f} s", file=sys.stderr, flush=True)
+    self.t = now
+
+
 def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None):
   """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
   import jax
@@ -182,8 +195,12 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   from jaxgan.models import count_params
   config = config_for(preset, batch_size, dtype, num_devices)
   devices = parallel.local_devices(num_devices)
+  phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
   task = build_task(config, devices)
+  phase("data and model")
   state = task.init_state(jax.random.PRNGKey(0))
+  jax.block_until_ready(state)
+  phase("initialisation")
   n_params = sum(count_params(getattr(state, f)) for f in ("params", "g_params", "d_params")
                  if hasattr(state, f))
   state = parallel.replicate(state, devices)
@@ -193,13 +210,16 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   state, metrics = p_step(state, task.train_batch(first))
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
+  phase("first step (compilation)")
   state, metrics = p_step(state, task.train_batch(first + 1))  # one more warm step
   jax.block_until_ready(metrics)
+  phase("warm step")
   t0 = time.perf_counter()
   for i in range(steps):
     state, metrics = p_step(state, task.train_batch(first + 2 + i))
   jax.block_until_ready((state, metrics))
   dt = time.perf_counter() - t0
+  phase(f"{steps} timed steps")
   row = {"framework": "jaxgan", "variant": "pmap", "preset": preset, "params": n_params,
          "batch_size": batch_size, "dtype": dtype, "devices": len(devices),
          "device": devices[0].device_kind, "steps": steps, "compile_s": round(compile_s, 2),
@@ -209,6 +229,7 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
          "tflops_per_s": None, "mfu": None}
   # After the timing (the state is live again), from the step's own inputs.
   flops = flops_per_step(task, state, task.train_batch(first + 2 + steps), devices)
+  phase("FLOPs count")
   peak = peak_tflops_per_device or peak_tflops(devices[0].device_kind, dtype)
   return add_flop_rates(row, flops, peak)
 
