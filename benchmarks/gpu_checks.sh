@@ -19,6 +19,9 @@
 #   more        wrn22 512 bfloat16, wgan64 64 float32, cyclegan 1 bfloat16    (~6 min)
 #   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
+#   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
+#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms) and 512,
+#               cyclegan at 1                                                   (~4 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27/): fast, throughput,
 # wgan64 bfloat16 + float32 jaxgan, cyclegan bfloat16 jaxgan, jaxgan's darknet run.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
@@ -60,28 +63,28 @@ capped() {  # seconds wanted -> seconds granted before DEADLINE (0: skip)
   (( t >= 60 )) && echo "$t" || echo 0
 }
 
-tta() {  # seconds, then time_to_accuracy.py's flags
+bench() {  # seconds, a benchmarks/ script's name, then its flags
   local t; t=$(capped "$1")
-  (( t )) || { echo "skipped (deadline): time_to_accuracy ${*:2}" | tee -a "$LOG"; return; }
-  timeout "$t" python3 benchmarks/time_to_accuracy.py "${@:2}" ${EXTRA_FLAGS:-} 2>&1 \
-    | grep -v "^[IW][0-9]" | tee -a "$LOG"
+  (( t )) || { echo "skipped (deadline): $2 ${*:3}" | tee -a "$LOG"; return; }
+  timeout "$t" python3 "benchmarks/$2.py" "${@:3}" 2>&1 | grep -v "^[IW][0-9]" | tee -a "$LOG"
 }
-
-tp() {  # seconds, then train_throughput.py's flags
-  local t; t=$(capped "$1")
-  (( t )) || { echo "skipped (deadline): train_throughput ${*:2}" | tee -a "$LOG"; return; }
-  timeout "$t" python3 benchmarks/train_throughput.py "${@:2}" 2>&1 | grep -v "^[IW][0-9]" \
-    | tee -a "$LOG"
-}
+tta() { bench "$1" time_to_accuracy "${@:2}" ${EXTRA_FLAGS:-}; }
+tp() { bench "$1" train_throughput "${@:2}"; }
+prof() { bench "$1" profile_step "${@:2}"; }
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
 for part in "${@:-usage}"; do
   case "$part" in
-    prepare|fast|throughput|more|darknet) ;;
+    prepare|fast|throughput|more|darknet|profile) ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
-         "more darknet), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "more darknet profile), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
-  esac
+    profile)
+    prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
+    prof 120 --preset darknet --batch_size 512 --json "$OUT/prof_darknet512.json"
+    prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
+    ;;
+esac
 done
 [ "$1" = prepare ] || setup_device
 for part in "$@"; do
@@ -127,6 +130,11 @@ case "$part" in
     [ -s "$OUT/tta_darknet_torch.json" ] || target=(--target 0.94)
     tta 240 --config configs/darknet_cifar10.py --dataset "$CIFAR" --seeds 1 \
       --metric accuracy_flip_tta "${target[@]}" --json "$OUT/tta_darknet_jax.json"
+    ;;
+  profile)
+    prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
+    prof 120 --preset darknet --batch_size 512 --json "$OUT/prof_darknet512.json"
+    prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
     ;;
 esac
 done

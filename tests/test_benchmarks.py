@@ -119,3 +119,32 @@ def test_jaxgan_and_the_benchmark_do_not_import_torch():
           "import benchmarks.train_throughput\n"
           "assert 'torch' not in sys.modules, 'torch was imported'\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
+
+
+def test_profile_summary_splits_device_and_host_lines_and_merges_overlaps():
+  from benchmarks.profile_step import summarize, union_ms
+  assert union_ms([(0, 10), (5, 10), (30, 5), (31, 1)]) == 0.02  # us: [0, 15) + [30, 35)
+  procs = {1: "/device:GPU:0", 2: "/host:CPU"}
+  threads = {(1, 7): "Stream #7(Compute)", (1, 9): "XLA Modules", (2, 3): "python"}
+  ev = lambda pid, tid, ts, dur, name: {"ph": "X", "pid": pid, "tid": tid, "ts": ts, "dur": dur,
+                                        "name": name}
+  events = []
+  for step in range(2):  # 2 steps of 10 ms wall; on the stream 3 kernels, 4 ms busy per step
+    t = step * 10_000
+    events += [ev(1, 7, t, 2000, "conv"), ev(1, 7, t + 1000, 1000, "conv"),  # overlapping
+               ev(1, 7, t + 5000, 2000, "update"), ev(1, 9, t, 9000, "jit_step"),
+               ev(2, 3, t, 500, "PmapFunction")]
+  s = summarize(events, procs, threads, steps=2, wall_ms=20.0)
+  assert s["wall_ms_per_step"] == 10.0
+  lines = {r["thread"]: r for r in s["device_lines"]}
+  stream, modules = lines["Stream #7(Compute)"], lines["XLA Modules"]
+  assert stream["events_per_step"] == 3 and stream["busy_ms_per_step"] == 4.0
+  assert stream["busy_fraction"] == 0.4
+  assert modules["busy_ms_per_step"] == 9.0
+  assert [r["thread"] for r in s["host_lines"]] == ["python"]
+  # The step-long module span is left out of the ranking; kernels keep their calls per step.
+  top = {e["name"]: e for e in s["top_device_events"]}
+  assert set(top) == {"conv", "update"}
+  assert top["conv"]["ms_per_step"] == 3.0 and top["conv"]["calls_per_step"] == 2.0
+  assert s["top_host_events"][0] == {"name": "PmapFunction", "ms_per_step": 0.5,
+                                     "calls_per_step": 1.0}
