@@ -79,12 +79,7 @@ for part in "${@:-usage}"; do
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "more darknet profile), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
-    profile)
-    prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
-    prof 120 --preset darknet --batch_size 512 --json "$OUT/prof_darknet512.json"
-    prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
-    ;;
-esac
+  esac
 done
 [ "$1" = prepare ] || setup_device
 for part in "$@"; do
