@@ -188,7 +188,10 @@ class DCGANGenerator(nn.Module):
     _dcgan_init(self)
 
   def forward(self, z):
-    x = z.reshape(z.shape[0], -1, 1, 1)
+    # (N, nz, 1, 1) with NHWC strides. A plain reshape's strides read as NCHW, the likely
+    # reason (not yet confirmed on a GPU) why torch.compile's graph on CUDA, expecting the
+    # first ConvTranspose's (nz, 512, 4, 4) weight gradient in NHWC, got it in NCHW.
+    x = z.reshape(z.shape[0], 1, 1, -1).permute(0, 3, 1, 2)
     for conv, bn in zip(self.convs, self.bns):
       x = bn(F.relu(conv(x)))
     return torch.tanh(self.convs[-1](x))

@@ -139,6 +139,17 @@ def test_dcgan_generator_and_critic_compute_the_same_function(isize):
   assert_close(td.train()(nchw(fake)), apply(d, v, fake, train=True))
 
 
+
+
+def test_dcgan_generator_feeds_its_first_conv_nhwc_strided_noise():
+  """An (N, nz, 1, 1) view with NCHW strides is the likely reason torch.compile on CUDA got the
+  first ConvTranspose's weight gradient in NCHW where its graph expected NHWC."""
+  seen = []
+  g = tr.DCGANGenerator(16, 8, 3, 16)
+  g.convs[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+  g(torch.randn(2, 8))
+  assert seen[0].shape == (2, 8, 1, 1) and seen[0].stride() == (8, 1, 8, 8)
+  assert torch._prims_common.suggest_memory_format(seen[0]) == torch.channels_last
 def test_cyclegan_generator_and_discriminator_compute_the_same_function():
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
   g = ResnetGenerator(8, 2)
