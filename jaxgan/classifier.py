@@ -188,10 +188,17 @@ class ClassifierTask(Task):
     self.whiten_images = None
     if train:
       n_train = len(data.images(config.train_split))
-      self.steps_per_epoch = n_train // self.local_batch
+      # Every process must run the same number of steps (each is a collective), and the
+      # shares of a split can differ by an image: the smallest share decides.
+      fewest = -parallel.process_max(-n_train)
+      self.steps_per_epoch = fewest // self.local_batch
       if self.steps_per_epoch == 0:
-        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
-                          f"{n_train} training images this process has; lower it.")
+        if jax.process_count() == 1:
+          where = f"is larger than the {fewest} training images this process has"
+        else:
+          where = (f"({self.local_batch} per host) is larger than the {fewest} training "
+                   "images of the smallest host's share")
+        raise ConfigError(f"--config.batch_size={config.batch_size} {where}; lower it.")
       self.train_data = parallel.replicate({"images": data.images(config.train_split),
                                             "labels": data.labels(config.train_split)},
                                            self.devices)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_CLI, tiny_config, tiny_fast_config
+from conftest import TINY_CLI, tiny_config, tiny_fast_config, write_image_folder
 from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError
@@ -177,6 +177,26 @@ def test_two_hosts_whiten_fastnet_from_the_images_of_both(image_folder16, tmp_pa
     np.testing.assert_allclose(m["loss"], s["loss"], rtol=1e-5)
     assert m["accuracy_translate_tta"] == s["accuracy_translate_tta"]
 
+
+def test_hosts_with_unequal_shares_run_the_same_steps(tmp_path):
+  """15 training images: one host reads 8, the other 7. With 4 per host per step the larger
+  share alone would give 2 steps an epoch against 1, and the hosts would wait on each
+  other's collectives forever; the smallest share decides for both."""
+  folder = write_image_folder(tmp_path / "data", per_class=(5, 2))
+  config = tiny_config(folder, num_devices=-1, batch_size=8, num_epochs=3,
+                       checkpoint_every_epochs=1)
+  workdir = str(tmp_path / "w")
+  results = run_hosts(cli_for("configs/tiny_darknet.py", config), workdir, timeout=150)
+  assert_ok(results)
+  assert Checkpointer(workdir, read_only=True).all_steps() == [1, 2, 3]
+  # With a batch no share can fill, both hosts stop with the same clear error.
+  config.batch_size = 16
+  results = run_hosts(cli_for("configs/tiny_darknet.py", config), str(tmp_path / "w2"),
+                      timeout=150)
+  for rc, out in results:
+    assert rc == 2, out[-3000:]
+    assert ("--config.batch_size=16 (8 per host) is larger than the 7 training images of "
+            "the smallest host's share") in out
 
 def test_hosts_started_with_different_configs_stop_with_a_clear_error(image_folder, tmp_path):
   cli = TINY_CLI + [f"--config.dataset={image_folder}", "--config.num_devices=-1",
