@@ -4,14 +4,16 @@
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh darknet more",
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh darknet profile",
 #                     carry=[".whl", ".data"], timeout_s=590)
+#   then, warm:   the same with "more" and DEADLINE = the device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
-# most 8 files come back per call: any two parts write at most 7 + the log). DEADLINE (seconds,
-# default 540) caps the whole command: each benchmark's timeout is cut to the time left, and
-# one that would get under 60 s is skipped, so the parts that ran still come back. Device time
-# is 15 minutes per session including the machine's start (1-2 min).
+# most 8 files come back per call: any two parts write at most 6 + the log; three can write
+# more). DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is
+# cut to the time left, and one that would get under 60 s is skipped, so the parts that ran
+# still come back (set it under the call's timeout_s and under the device time left). Device
+# time is 15 minutes per session including the machine's start (1-2 min).
 #   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
 #               timed to the twin's mean final accuracy                         (~1.5 min)
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
@@ -22,8 +24,8 @@
 #   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
 #   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
-#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms) and 512,
-#               cyclegan at 1                                                   (~4 min)
+#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms), cyclegan at
+#               1 (its first row took ~134 s, 34 s of it compilation)          (~4 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27/): fast, throughput,
 # wgan64 bfloat16 + float32 jaxgan, cyclegan bfloat16 jaxgan, jaxgan's darknet run.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
@@ -68,13 +70,21 @@ capped() {  # seconds wanted -> seconds granted before DEADLINE (0: skip)
 bench() {  # seconds, a benchmarks/ script's name, then its flags
   local t; t=$(capped "$1")
   (( t )) || { echo "skipped (deadline): $2 ${*:3}" | tee -a "$LOG"; return; }
-  timeout "$t" python3 "benchmarks/$2.py" "${@:3}" 2>&1 | grep -v "^[IW][0-9]" | tee -a "$LOG"
+  timeout "$t" python3 "benchmarks/$2.py" "${@:3}" 2>&1 | grep --line-buffered -v "^[IW][0-9]" \
+    | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  (( rc == 124 )) && echo "timed out after $t s: $2 ${*:3}" | tee -a "$LOG"
+  return 0  # one benchmark's failure must not end the call: the next parts still run
 }
 tta() { bench "$1" time_to_accuracy "${@:2}" ${EXTRA_FLAGS:-}; }
 tp() { bench "$1" train_throughput "${@:2}"; }
 prof() { bench "$1" profile_step "${@:2}"; }
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
+if [ $# -gt 1 ] && [[ " $* " == *" prepare "* ]]; then
+  echo "prepare runs here, alone: bash benchmarks/gpu_checks.sh prepare" >&2
+  exit 2
+fi
 for part in "${@:-usage}"; do
   case "$part" in
     prepare|fast|throughput|more|darknet|profile) ;;
@@ -130,8 +140,8 @@ case "$part" in
     ;;
   profile)
     prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
-    prof 120 --preset darknet --batch_size 512 --json "$OUT/prof_darknet512.json"
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
     ;;
 esac
 done
+exit 0

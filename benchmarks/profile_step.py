@@ -17,8 +17,10 @@ profiler (its Python tracer off). Printed per step:
 
 A device line busy for most of the wall time means the kernels are the cost;
 a device mostly idle while the step is slow means launches or the host are
-(fewer, larger kernels; CUDA graphs; several steps per dispatch). On the CPU
-backend there is no device line: the host threads are summarised instead.
+(fewer, larger kernels; CUDA graphs; several steps per dispatch). The traced
+run may launch kernels one by one where the untraced one replays CUDA graphs,
+so the untraced step time is the one to quote. On the CPU backend there is no
+device line: the host threads are summarised instead.
 """
 import argparse
 import collections
@@ -63,6 +65,20 @@ def load_trace(trace_dir: str):
   return complete, procs, threads
 
 
+def kernel_events(events, procs, threads, step_ms: float) -> list:
+  """The device events that are kernels, each counted once. GPU traces also hold derived
+  lines (modules, steps, and "XLA Ops", which repeats every kernel under its HLO name): rank
+  the streams' kernels on a GPU, "XLA Ops" on a TPU, else every event shorter than half a
+  step (a step-long span would hide the kernels)."""
+  device = [e for e in events if procs.get(e["pid"], "").startswith("/device:")]
+  line = lambda e: threads.get((e["pid"], e["tid"]), "")
+  for prefix in ("Stream", "XLA Ops"):
+    chosen = [e for e in device if line(e).startswith(prefix)]
+    if chosen:
+      return chosen
+  return [e for e in device if e["dur"] / 1000 < 0.5 * step_ms]
+
+
 def summarize(events, procs, threads, steps: int, wall_ms: float, top: int = 12) -> dict:
   """Per-step figures of a trace of `steps` steps that took `wall_ms` in all."""
   lines = collections.defaultdict(list)
@@ -87,9 +103,7 @@ def summarize(events, procs, threads, steps: int, wall_ms: float, top: int = 12)
             for n, t in totals.most_common(top)]
 
   step_ms = wall_ms / steps
-  # Spans as long as a step (modules, steps) would hide the kernels in the ranking.
-  device_events = [e for e in events if procs.get(e["pid"], "").startswith("/device:")
-                   and e["dur"] / 1000 < 0.5 * step_ms]
+  device_events = kernel_events(events, procs, threads, step_ms)
   host_events = [e for e in events if not procs.get(e["pid"], "").startswith("/device:")]
   return {"steps": steps, "wall_ms_per_step": step_ms,
           "device_lines": by_busy(device_lines), "host_lines": by_busy(host_lines),

@@ -188,10 +188,8 @@ class DCGANGenerator(nn.Module):
     _dcgan_init(self)
 
   def forward(self, z):
-    # (N, nz, 1, 1) with NHWC strides. A plain reshape's strides read as NCHW, the likely
-    # reason (not yet confirmed on a GPU) why torch.compile's graph on CUDA, expecting the
-    # first ConvTranspose's (nz, 512, 4, 4) weight gradient in NHWC, got it in NCHW.
-    x = z.reshape(z.shape[0], 1, 1, -1).permute(0, 3, 1, 2)
+    """z: (N, nz), or (N, nz, 1, 1) in the layout the caller wants (see `_noise`)."""
+    x = z if z.dim() == 4 else z.reshape(z.shape[0], -1, 1, 1)
     for conv, bn in zip(self.convs, self.bns):
       x = bn(F.relu(conv(x)))
     return torch.tanh(self.convs[-1](x))
@@ -522,6 +520,16 @@ def classifier_step(config, setup, images=None, labels=None):
   return step, n_params
 
 
+def _noise(n, nz, setup):
+  """Generator input (n, nz, 1, 1), with NHWC strides in the channels_last variants. A plain
+  reshape's strides read as NCHW, the likely reason (not yet confirmed on a GPU) why
+  torch.compile's graph on CUDA, expecting the first ConvTranspose's (nz, 512, 4, 4) weight
+  gradient in NHWC, got it in NCHW. The eager variant keeps the plain NCHW input."""
+  if setup.channels_last:
+    return torch.randn(n, 1, 1, nz, device=setup.device).permute(0, 3, 1, 2)
+  return torch.randn(n, nz, 1, 1, device=setup.device)
+
+
 def wgan_step(config, setup):
   """One steady-state WGAN generator iteration: `critic_iters` critic steps (clip every critic
   parameter to [-clip, clip] before each, as jaxgan and the reference do; a fresh real batch
@@ -536,7 +544,7 @@ def wgan_step(config, setup):
   images = _uint8_images(config.train_subset, size, dev)
   rmsprop = lambda mod, lr: torch.optim.RMSprop(mod.parameters(), lr=lr, alpha=0.99, eps=1e-8)
   g_opt, d_opt = rmsprop(gen, config.lr_g), rmsprop(critic, config.lr_d)
-  noise = lambda: torch.randn(bs, m.nz, device=dev)
+  noise = lambda: _noise(bs, m.nz, setup)
 
   def critic_update():
     with torch.no_grad():

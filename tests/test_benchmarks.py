@@ -121,11 +121,12 @@ def test_jaxgan_and_the_benchmark_do_not_import_torch():
   subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
 
 
-def test_profile_summary_splits_device_and_host_lines_and_merges_overlaps():
+def test_profile_summary_splits_device_and_host_lines_and_ranks_each_kernel_once():
   from benchmarks.profile_step import summarize, union_ms
   assert union_ms([(0, 10), (5, 10), (30, 5), (31, 1)]) == 0.02  # us: [0, 15) + [30, 35)
   procs = {1: "/device:GPU:0", 2: "/host:CPU"}
-  threads = {(1, 7): "Stream #7(Compute)", (1, 9): "XLA Modules", (2, 3): "python"}
+  threads = {(1, 7): "Stream #7(Compute)", (1, 9): "XLA Modules", (1, 11): "XLA Ops",
+             (2, 3): "python"}
   ev = lambda pid, tid, ts, dur, name: {"ph": "X", "pid": pid, "tid": tid, "ts": ts, "dur": dur,
                                         "name": name}
   events = []
@@ -133,6 +134,7 @@ def test_profile_summary_splits_device_and_host_lines_and_merges_overlaps():
     t = step * 10_000
     events += [ev(1, 7, t, 2000, "conv"), ev(1, 7, t + 1000, 1000, "conv"),  # overlapping
                ev(1, 7, t + 5000, 2000, "update"), ev(1, 9, t, 9000, "jit_step"),
+               ev(1, 11, t, 2000, "convolution.3"),  # a stream kernel again, by HLO name
                ev(2, 3, t, 500, "PmapFunction")]
   s = summarize(events, procs, threads, steps=2, wall_ms=20.0)
   assert s["wall_ms_per_step"] == 10.0
@@ -142,7 +144,8 @@ def test_profile_summary_splits_device_and_host_lines_and_merges_overlaps():
   assert stream["busy_fraction"] == 0.4
   assert modules["busy_ms_per_step"] == 9.0
   assert [r["thread"] for r in s["host_lines"]] == ["python"]
-  # The step-long module span is left out of the ranking; kernels keep their calls per step.
+  assert len(s["device_lines"]) == 3
+  # Only the stream's kernels are ranked (not the module span, nor "XLA Ops" repeating them).
   top = {e["name"]: e for e in s["top_device_events"]}
   assert set(top) == {"conv", "update"}
   assert top["conv"]["ms_per_step"] == 3.0 and top["conv"]["calls_per_step"] == 2.0
