@@ -119,14 +119,10 @@ def profile(preset, batch_size, dtype, steps, trace_dir):
   host-side figures; the Python tracer stays off in the traced loop for the same reason.
   """
   import jax
-  from benchmarks.train_throughput import PRESETS, config_for
+  from benchmarks.train_throughput import PRESETS, build_preset
   from jaxgan import parallel
-  from jaxgan.experiment import build_task
-  config = config_for(preset, batch_size, dtype, 1)
-  devices = parallel.local_devices(1)
-  task = build_task(config, devices)
-  state = parallel.replicate(task.init_state(jax.random.PRNGKey(0)), devices)
-  p_step = task.compile_step(devices)
+  task, devices, state, p_step = build_preset(preset, batch_size, dtype, 1)
+  state = parallel.replicate(state, devices)
   first = PRESETS[preset][2]
   for i in range(2):  # compile, then one warm step
     state, metrics = p_step(state, task.train_batch(first + i))

@@ -187,24 +187,31 @@ class Phases:
     self.t = now
 
 
-def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None):
-  """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
+def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None):
+  """(task, devices, fresh state not yet replicated, pmapped step) of a preset."""
   import jax
   from jaxgan import parallel
   from jaxgan.experiment import build_task
-  from jaxgan.models import count_params
   config = config_for(preset, batch_size, dtype, num_devices)
   devices = parallel.local_devices(num_devices)
-  phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
   task = build_task(config, devices)
   phase("data and model")
   state = task.init_state(jax.random.PRNGKey(0))
   jax.block_until_ready(state)
   phase("initialisation")
+  return task, devices, state, task.compile_step(devices)
+
+
+def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None):
+  """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
+  import jax
+  from jaxgan import parallel
+  from jaxgan.models import count_params
+  phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
+  task, devices, state, p_step = build_preset(preset, batch_size, dtype, num_devices, phase)
   n_params = sum(count_params(getattr(state, f)) for f in ("params", "g_params", "d_params")
                  if hasattr(state, f))
   state = parallel.replicate(state, devices)
-  p_step = task.compile_step(devices)
   first = PRESETS[preset][2]
   t0 = time.perf_counter()
   state, metrics = p_step(state, task.train_batch(first))

@@ -190,7 +190,7 @@ class ClassifierTask(Task):
       n_train = len(data.images(config.train_split))
       # Every process must run the same number of steps (each is a collective), and the
       # shares of a split can differ by an image: the smallest share decides.
-      fewest = -parallel.process_max(-n_train)
+      fewest = parallel.process_min(n_train)
       self.steps_per_epoch = fewest // self.local_batch
       if self.steps_per_epoch == 0:
         if jax.process_count() == 1:

@@ -122,7 +122,7 @@ class CycleGANTask(Task):
       a, b = load_domains(config, config.train_splits)
       self.num_a, self.num_b = len(a), len(b)
       # Every process must run the same number of steps: the smallest share decides.
-      longest = -parallel.process_max(-max(self.num_a, self.num_b))
+      longest = parallel.process_min(max(self.num_a, self.num_b))
       self.steps_per_epoch = longest // self.local_batch
       if self.steps_per_epoch == 0:
         raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "

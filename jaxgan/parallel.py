@@ -166,6 +166,11 @@ def process_max(x: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.asarray(x))))
 
 
+def process_min(x: int) -> int:
+  """The smallest of an integer over all processes (identity on one host)."""
+  return -process_max(-x)
+
+
 def differing_processes(value: str) -> list[int]:
   """The processes whose `value` differs from process 0's ([] on one host)."""
   if jax.process_count() == 1:
