@@ -4,9 +4,9 @@
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh darknet profile",
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh profile darknet wrn22",
 #                     carry=[".whl", ".data"], timeout_s=590)
-#   then, warm:   the same with "more" and DEADLINE = the device time left (status) - 60
+#   then, warm:   the same with "wgan cyclegan" and DEADLINE = the device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
@@ -18,14 +18,17 @@
 #               timed to the twin's mean final accuracy                         (~1.5 min)
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
 #               fastnet batch 1024 and darknet batch 512, bfloat16            (~3 min)
-#   more        wrn22 512 bfloat16, wgan64 64 bfloat16 + float32 (torch.compile failed on
-#               2026-11-27; the twin's generator input now has NHWC strides), cyclegan 1
-#               bfloat16                                                        (~6 min)
+#   wrn22       wrn22 batch 512 bfloat16                                         (~1.5 min)
+#   wgan        wgan64 batch 64 bfloat16 + float32 (torch.compile failed on 2026-11-27; the
+#               twin's generator input now has NHWC strides)                    (~2 min)
+#   cyclegan    cyclegan batch 1 bfloat16 (its jaxgan row took ~134 s, 34 s of it
+#               compilation; the phases are printed now)                        (~3-5 min)
+#   more        wrn22 wgan cyclegan
 #   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
 #   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
-#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms), cyclegan at
-#               1 (its first row took ~134 s, 34 s of it compilation)          (~4 min)
+#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms) (~1.5 min)
+#   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27/): fast, throughput,
 # wgan64 bfloat16 + float32 jaxgan, cyclegan bfloat16 jaxgan, jaxgan's darknet run.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
@@ -85,16 +88,19 @@ if [ $# -gt 1 ] && [[ " $* " == *" prepare "* ]]; then
   echo "prepare runs here, alone: bash benchmarks/gpu_checks.sh prepare" >&2
   exit 2
 fi
+parts=()
 for part in "${@:-usage}"; do
   case "$part" in
-    prepare|fast|throughput|more|darknet|profile) ;;
+    more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|profile|profile_cyclegan)
+      parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
-         "more darknet profile), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "wrn22 wgan cyclegan more darknet profile profile_cyclegan), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
 [ "$1" = prepare ] || setup_device
-for part in "$@"; do
+for part in "${parts[@]}"; do
 echo "== $part (${SECONDS} s into the call)" | { [ "$part" = prepare ] && cat || tee -a "$LOG"; }
 case "$part" in
   prepare)
@@ -122,10 +128,14 @@ case "$part" in
     tp 170 --preset darknet --batch_sizes 512 --dtypes bfloat16 --steps 20 \
       --json "$OUT/tp_darknet.json"
     ;;
-  more)
+  wrn22)
     tp 150 --preset wrn22 --batch_sizes 512 --dtypes bfloat16 --steps 20 --json "$OUT/tp_wrn22.json"
+    ;;
+  wgan)
     tp 150 --preset wgan64 --batch_sizes 64 --dtypes bfloat16,float32 --steps 10 \
       --json "$OUT/tp_wgan64.json"
+    ;;
+  cyclegan)
     tp 300 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --steps 10 \
       --json "$OUT/tp_cyclegan.json"
     ;;
@@ -140,6 +150,8 @@ case "$part" in
     ;;
   profile)
     prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
+    ;;
+  profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
     ;;
 esac
