@@ -241,17 +241,19 @@ class ClassifierTask(Task):
     return total / parallel.process_allgather_sum(np.asarray(n, np.float64))
 
   def init_state(self, rng):
-    init_rng, rng = jax.random.split(rng)
     if not hasattr(self, "_init_fn"):  # compiled once: later seeds (time_to_accuracy) reuse it
       self._init_fn = jax.jit(self._fresh_variables)
-    variables = self._init_fn(init_rng, self._whiten_moment())
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    ema = None
-    if self.config.get("ema") and self.config.ema.start_epochs >= 0:
-      ema = {"params": params, "batch_stats": batch_stats}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=self.tx.init(params), rng=rng, ema=ema)
+    moment = self._whiten_moment()  # on the devices, which hold the images
+    with parallel.on_host():
+      init_rng, rng = jax.random.split(rng)
+      variables = self._init_fn(init_rng, moment)
+      params = variables["params"]
+      batch_stats = variables.get("batch_stats", {})
+      ema = None
+      if self.config.get("ema") and self.config.ema.start_epochs >= 0:
+        ema = {"params": params, "batch_stats": batch_stats}
+      return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                        opt_state=self.tx.init(params), rng=rng, ema=ema)
 
   def describe(self):
     return (f"{type(self.model).__name__} ({self.config.dtype}) on {self.source}: "

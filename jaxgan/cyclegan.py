@@ -148,21 +148,23 @@ class CycleGANTask(Task):
   # ---- state -------------------------------------------------------------
   def init_state(self, rng):
     size = self.config.image_size
-    keys = jax.random.split(rng, 5)
 
-    @jax.jit
-    def init():
+    def init(keys):
       x = jnp.zeros((1, size, size, 3))
       g = {name: self.generator.init(k, x)["params"] for name, k in zip(("G_A", "G_B"), keys)}
       d = {name: self.discriminator.init(k, x)["params"]
            for name, k in zip(("D_A", "D_B"), keys[2:])}
       return g, d
 
-    g, d = init()
-    pool = init_pool(self.config.pool_size, (size, size, 3))
-    return CycleGANState(step=jnp.zeros((), jnp.int32), g_params=g, g_opt=self.g_tx.init(g),
-                         d_params=d, d_opt=self.d_tx.init(d), pool_fake_a=pool,
-                         pool_fake_b=pool, rng=keys[4])
+    if not hasattr(self, "_init_fn"):  # compiled once per task
+      self._init_fn = jax.jit(init)
+    with parallel.on_host():
+      keys = jax.random.split(rng, 5)
+      g, d = self._init_fn(keys)
+      pool = init_pool(self.config.pool_size, (size, size, 3))
+      return CycleGANState(step=jnp.zeros((), jnp.int32), g_params=g, g_opt=self.g_tx.init(g),
+                           d_params=d, d_opt=self.d_tx.init(d), pool_fake_a=pool,
+                           pool_fake_b=pool, rng=keys[4])
 
   def describe(self):
     c = self.config

@@ -313,7 +313,8 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
                          f"{workdir}/damaged_checkpoints); train again.")
   finally:
     ckpt.close()
-  return config, task, state, step
+  # The restore target was built on the host CPU (parallel.on_host); evaluate on a device.
+  return config, task, jax.device_put(state, task.devices[0]), step
 
 
 def _summarize(history: list, skip: bool) -> tuple[dict, tuple | None]:

@@ -5,6 +5,7 @@ Steps are written per device and run under `jax.pmap` over the named axis
 `shard_map` wrapper would be a change to `pmap_step` alone (pmap is in
 maintenance mode in current JAX).
 """
+import contextlib
 import hashlib
 import os
 from typing import Any, Callable, Sequence
@@ -96,6 +97,24 @@ def index() -> jax.Array:
 def device_rng(rng: jax.Array) -> jax.Array:
   """A key of this device's own: no two devices draw the same noise."""
   return jax.random.fold_in(rng, index())
+
+
+@contextlib.contextmanager
+def on_host():
+  """Run the JAX computations inside on the host CPU: where a fresh state is built.
+
+  Drawing a model's initial parameters is a program of hundreds of small random-number
+  kernels; a GPU compiles each one apart (CycleGAN's initialisation took 90 s on an H100,
+  against 5 s on a 2-core CPU), and `replicate` copies the state through the host anyway.
+  Where JAX runs without its CPU backend (JAX_PLATFORMS without cpu) nothing changes.
+  """
+  try:
+    cpu = jax.local_devices(backend="cpu")[0]  # this process's own: jax.devices() spans hosts
+  except RuntimeError:
+    yield
+    return
+  with jax.default_device(cpu):
+    yield
 
 
 def _leading_axis_sharding(devices: Sequence) -> jax.sharding.NamedSharding:

@@ -139,19 +139,21 @@ class WGANTask(Task):
   # ---- state -------------------------------------------------------------
   def init_state(self, rng):
     size = self.config.image_size
-    kg, kd, rng = jax.random.split(rng, 3)
 
-    @jax.jit
-    def init():
+    def init(kg, kd):
       g = self.generator.init(kg, jnp.zeros((2, self.nz)), train=False)
       d = self.critic.init(kd, jnp.zeros((2, size, size, 3)), train=False)
       return g, d
 
-    g, d = init()
-    return GANState(step=jnp.zeros((), jnp.int32), g_params=g["params"],
-                    g_stats=g.get("batch_stats", {}), g_opt=self.g_tx.init(g["params"]),
-                    d_params=d["params"], d_stats=d.get("batch_stats", {}),
-                    d_opt=self.d_tx.init(d["params"]), rng=rng)
+    if not hasattr(self, "_init_fn"):  # compiled once per task
+      self._init_fn = jax.jit(init)
+    with parallel.on_host():
+      kg, kd, rng = jax.random.split(rng, 3)
+      g, d = self._init_fn(kg, kd)
+      return GANState(step=jnp.zeros((), jnp.int32), g_params=g["params"],
+                      g_stats=g.get("batch_stats", {}), g_opt=self.g_tx.init(g["params"]),
+                      d_params=d["params"], d_stats=d.get("batch_stats", {}),
+                      d_opt=self.d_tx.init(d["params"]), rng=rng)
 
   def describe(self):
     c = self.config
