@@ -4,13 +4,13 @@
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh profile darknet wrn22",
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags cyclegan",
 #                     carry=[".whl", ".data"], timeout_s=590)
-#   then, warm:   the same with "wgan cyclegan" and DEADLINE = the device time left (status) - 60
+#   then, warm:   the same with "profile_cyclegan" and DEADLINE = the device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
-# more). DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is
+# more; flags writes 6). DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is
 # cut to the time left, and one that would get under 60 s is skipped, so the parts that ran
 # still come back (set it under the call's timeout_s and under the device time left). Device
 # time is 15 minutes per session including the machine's start (1-2 min).
@@ -21,16 +21,22 @@
 #   wrn22       wrn22 batch 512 bfloat16                                         (~1.5 min)
 #   wgan        wgan64 batch 64 bfloat16 + float32 (torch.compile failed on 2026-11-27; the
 #               twin's generator input now has NHWC strides)                    (~2 min)
-#   cyclegan    cyclegan batch 1 bfloat16 (its jaxgan row took ~134 s, 34 s of it
-#               compilation; the phases are printed now)                        (~3-5 min)
+#   cyclegan    cyclegan batch 1 bfloat16 (2026-11-27: initialisation 90 s, now on the host
+#               CPU; torch.compile ran out of time, the eager rows were lost) (~3-5 min)
 #   more        wrn22 wgan cyclegan
 #   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
+#   darknet_compile   the Darknet recipe's PyTorch twin under torch.compile (the eager twin
+#               is launch-bound at batch 256: 4.6 s an epoch against jaxgan's 1.4 s) (~3 min)
 #   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
-#               (the recipe ran 8.3 ms per step, as slow as batch 512's 8.15 ms) (~1.5 min)
+#               (2026-11-27: launch-bound, the GPU busy 47% of a step)       (~1.5 min)
 #   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
-# Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27/): fast, throughput,
-# wgan64 bfloat16 + float32 jaxgan, cyclegan bfloat16 jaxgan, jaxgan's darknet run.
+#   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
+#               default; convolutions captured in command buffers (CONVOLUTION, off by
+#               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
+# Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
+# wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
+# profile_cyclegan, flags.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
 # EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
@@ -92,10 +98,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|profile|profile_cyclegan)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
-         "wrn22 wgan cyclegan more darknet profile profile_cyclegan), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
+         "flags), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -148,8 +155,29 @@ case "$part" in
     tta 240 --config configs/darknet_cifar10.py --dataset "$CIFAR" --seeds 1 \
       --metric accuracy_flip_tta "${target[@]}" --json "$OUT/tta_darknet_jax.json"
     ;;
+  darknet_compile)
+    tta 240 --config configs/darknet_cifar10.py --dataset "$CIFAR" --target 0.94 --seeds 1 \
+      --metric accuracy_flip_tta --framework torch --torch_variant compile \
+      --json "$OUT/tta_darknet_torch_compile.json"
+    ;;
   profile)
     prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
+    ;;
+  flags)
+    # The same jaxgan steps under XLA flag settings (each a process of its own: XLA reads
+    # XLA_FLAGS once). Darknet at 256 is launch-bound: 78 command buffers a step with the
+    # cuDNN convolutions launched between them; CONVOLUTION (off by default) captures those.
+    settings=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
+              "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1 --xla_gpu_experimental_enable_conv_fusion=true")
+    for i in "${!settings[@]}"; do
+      export XLA_FLAGS="${settings[$i]}"
+      echo "XLA_FLAGS=${XLA_FLAGS:-(default)}" | tee -a "$LOG"
+      tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --steps 50 --torch off \
+        --json "$OUT/flags${i}_darknet.json"
+      tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --steps 20 --torch off \
+        --json "$OUT/flags${i}_cyclegan.json"
+    done
+    unset XLA_FLAGS
     ;;
   profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"

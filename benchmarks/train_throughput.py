@@ -260,10 +260,11 @@ def torch_variants(device: str, requested: str = "auto"):
 
 
 def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_row=None,
-                       peak_tflops_per_device=None):
+                       peak_tflops_per_device=None, on_row=lambda row: None):
   """The PyTorch reference's rows for one configuration; a failure becomes an error row.
 
-  Their TFLOP/s and MFU use the jaxgan row's FLOPs count (same model, same step).
+  Their TFLOP/s and MFU use the jaxgan row's FLOPs count (same model, same step). Each row
+  goes to `on_row` as soon as it is measured: a timeout in a later variant keeps it.
   """
   from benchmarks.torch_reference import measure_torch
   rows = []
@@ -277,6 +278,7 @@ def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_r
       add_flop_rates(row, jax_row.get("flops_per_step"),
                      peak_tflops_per_device or torch_peak_tflops(device, dtype))
     rows.append(row)
+    on_row(row)
     release_torch_memory(device)
   return rows
 
@@ -406,12 +408,14 @@ def run(args, save=lambda report: None):
       save(report)
       if not use_torch:
         continue
+      def on_row(row):
+        rows.append(row)
+        print(format_row(row), flush=True)
+        save(report)
+
       torch_rows = measure_torch_rows(args.preset, bs, dtype, args.steps, torch_device,
                                       torch_variants(torch_device, args.torch_variants),
-                                      jax_row, args.peak_tflops)
-      rows += torch_rows
-      for r in torch_rows:
-        print(format_row(r), flush=True)
+                                      jax_row, args.peak_tflops, on_row)
       if jax_row:
         ratio = ratios(jax_row, torch_rows)
         jax_row.update(ratio)

@@ -59,6 +59,30 @@ def test_report_has_flops_memory_and_torch_rows(tmp_path, monkeypatch):
     assert report["machine"]["torch"]
 
 
+def test_each_torch_row_reaches_the_json_before_the_next_variant_runs(tmp_path, monkeypatch):
+  """A run stopped in a later variant (a timeout's kill, here an interrupt) keeps the rows
+  measured before it: on the H100 the CycleGAN eager rows were lost to torch.compile's."""
+  pytest.importorskip("torch")
+  import benchmarks.torch_reference as tr
+  out = tmp_path / "report.json"
+
+  def fake_measure(preset, batch_size, dtype, variant, steps, device):
+    if variant == "compile":
+      raise KeyboardInterrupt
+    return {"framework": "torch", "variant": variant, "preset": preset, "params": 1,
+            "batch_size": batch_size, "dtype": dtype, "devices": 1, "compile_s": 1.0,
+            "step_ms": 2.0, "per_s": 4.0, "unit": "images_per_s", "tflops_per_s": None,
+            "mfu": None, "peak_memory_bytes": None}
+
+  monkeypatch.setattr(tr, "measure_torch", fake_measure)
+  with pytest.raises(KeyboardInterrupt):
+    tt.main(["--preset", "small", "--batch_sizes", "8", "--dtypes", "float32", "--torch",
+             "only", "--torch_device", "cpu", "--torch_variants", "eager,channels_last,compile",
+             "--json", str(out)])
+  rows = json.loads(out.read_text())["results"]
+  assert [r["variant"] for r in rows] == ["eager", "channels_last"]
+
+
 def dcgan_forward_macs(isize=16, nz=8, ngf=8, ndf=8):
   """DCGAN_G(16, nz, 3, ngf, 1) and DCGAN_D(16, 3, ndf, 1) per image; a transposed conv's
   multiply-adds are its input positions x k^2 x cin x cout."""
