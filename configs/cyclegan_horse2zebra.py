@@ -15,7 +15,8 @@ for 100 epochs then linearly to 0 over 100 more (an epoch = max(|A|, |B|) =
 1334 iterations).
 
 Expected: the reference takes ~0.4 s per iteration on a GTX 1080 Ti, 1-2
-days in all; zebra stripes appear on horses within ~10 epochs. Published
+days in all; jaxgan's iteration takes 0.055 s on one H100 in bfloat16
+(--config.dtype=bfloat16; 2026-11-27), about 4 hours for the 200 epochs; zebra stripes appear on horses within ~10 epochs. Published
 horse->zebra FID: about 62 with the identity loss, 77 without.
 """
 import ml_collections
