@@ -27,16 +27,16 @@
 #   darknet     the notebook Darknet recipe on the JPEG copy, 1 seed: the PyTorch twin, then
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
 #   darknet_compile   the Darknet recipe's PyTorch twin under torch.compile (the eager twin
-#               is launch-bound at batch 256: 4.6 s an epoch against jaxgan's 1.4 s) (~3 min)
+#               ran 4.6 s an epoch at batch 256, jaxgan 1.4 s)                  (~3 min)
 #   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
-#               (2026-11-27: launch-bound, the GPU busy 47% of a step)       (~1.5 min)
+#               (2026-11-27: 78 command buffers a step, profiled before the steps settled) (~1.5 min)
 #   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
 # wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
-# profile_cyclegan, flags.
+# profile_cyclegan, flags, darknet_compile.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
 # EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
@@ -165,19 +165,21 @@ case "$part" in
     ;;
   flags)
     # The same jaxgan steps under XLA flag settings (each a process of its own: XLA reads
-    # XLA_FLAGS once). Darknet at 256 is launch-bound: 78 command buffers a step with the
-    # cuDNN convolutions launched between them; CONVOLUTION (off by default) captures those.
+    # XLA_FLAGS once), after the caller's flags. Darknet's step at 256 ran 78 command buffers
+    # with the cuDNN convolutions launched between them; CONVOLUTION (off by default) captures
+    # those, so the host launches fewer, larger graphs.
     settings=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
               "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1 --xla_gpu_experimental_enable_conv_fusion=true")
+    caller_flags=${XLA_FLAGS:-}
     for i in "${!settings[@]}"; do
-      export XLA_FLAGS="${settings[$i]}"
-      echo "XLA_FLAGS=${XLA_FLAGS:-(default)}" | tee -a "$LOG"
+      export XLA_FLAGS="$caller_flags ${settings[$i]}"
+      echo "XLA_FLAGS=$XLA_FLAGS" | tee -a "$LOG"
       tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --steps 50 --torch off \
         --json "$OUT/flags${i}_darknet.json"
       tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --steps 20 --torch off \
         --json "$OUT/flags${i}_cyclegan.json"
     done
-    unset XLA_FLAGS
+    export XLA_FLAGS="$caller_flags"
     ;;
   profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"

@@ -5,10 +5,13 @@ train_throughput preset, summarised per step.
     python benchmarks/profile_step.py --preset darknet --batch_size 256 --trace_dir /tmp/t
         # keeps the trace for TensorBoard's profile plugin or ui.perfetto.dev
 
-After the compiling step and five warm ones, `--steps` steps are timed, then as many run under the
-profiler (its Python tracer off). Printed per step:
-- step time: host clock from the first call to the end of the last step,
-  without the profiler, and the same under it (the fractions below use that);
+After the compiling step and `--warm_steps` more, two windows of `--steps`
+steps are timed, then one more runs under the profiler (its Python tracer
+off). Printed per step:
+- step time: host clock from the first call to the end of the last step, in
+  the second untraced window (the first is shown beside it: when the two
+  differ, the steps have not settled and more warm steps are needed), and the
+  same under the profiler (the fractions below use that);
 - dispatch: how long the step call takes to return on the host (pmap flattens
   and checks every leaf of the state, so it grows with the number of arrays);
 - for each line of each device in the trace (GPU streams, TPU cores): events
@@ -33,11 +36,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-# The first step compiles; on an H100 the next few were still slow (darknet at 256: 21 ms a
-# step over steps 3-12 untraced, 12.5 ms over the next ten under the profiler).
-WARM_STEPS = 6
 
 
 def union_ms(intervals) -> float:
@@ -116,12 +114,15 @@ def summarize(events, procs, threads, steps: int, wall_ms: float, top: int = 12)
           "top_host_events": top_names(host_events)}
 
 
-def profile(preset, batch_size, dtype, steps, trace_dir):
-  """Time `steps` steps of a preset, then trace as many again.
+def profile(preset, batch_size, dtype, steps, trace_dir, warm_steps=10):
+  """Time two windows of `steps` steps of a preset, then trace one more.
 
-  Returns (wall ms per step, dispatch ms per step, traced wall ms in all, state arrays,
-  device kind). The first loop runs without the profiler, whose own work would inflate the
-  host-side figures; the Python tracer stays off in the traced loop for the same reason.
+  Returns (wall ms per step of the first and of the second window, dispatch ms per step of
+  the second, traced wall ms in all, state arrays, device kind). The timed windows run
+  without the profiler, whose own work would inflate the host-side figures; the Python
+  tracer stays off in the traced one for the same reason. On an H100 the darknet step took
+  21 ms over steps 3-12 and 12.5 ms traced over the next ten, where the training loop's
+  steady state is 7.1 ms: hence the warm-up and the second window.
   """
   import jax
   from benchmarks.train_throughput import PRESETS, build_preset
@@ -129,10 +130,10 @@ def profile(preset, batch_size, dtype, steps, trace_dir):
   task, devices, state, p_step = build_preset(preset, batch_size, dtype, 1)
   state = parallel.replicate(state, devices)
   first = PRESETS[preset][2]
-  for i in range(WARM_STEPS):  # compile, then warm steps
+  for i in range(1 + warm_steps):  # compile, then warm steps
     state, metrics = p_step(state, task.train_batch(first + i))
     jax.block_until_ready((state, metrics))
-  batches = [task.train_batch(first + WARM_STEPS + i) for i in range(steps)]
+  batches = [task.train_batch(first + 1 + warm_steps + i) for i in range(steps)]
 
   def run():
     nonlocal state
@@ -144,18 +145,20 @@ def profile(preset, batch_size, dtype, steps, trace_dir):
     jax.block_until_ready((state, metrics))
     return 1000 * (time.perf_counter() - t0), 1000 * dispatch / steps
 
+  settling, _ = run()
   wall, dispatch = run()
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True, profiler_options=options):
     traced_wall, _ = run()
   n_arrays = len(jax.tree_util.tree_leaves(state))
-  return wall / steps, dispatch, traced_wall, n_arrays, devices[0].device_kind
+  return settling / steps, wall / steps, dispatch, traced_wall, n_arrays, devices[0].device_kind
 
 
 def format_report(r) -> str:
   out = [f"{r['preset']} batch {r['batch_size']} {r['dtype']} on {r['device']}: "
-         f"{r['step_ms']:.2f} ms per step, dispatch {r['dispatch_ms_per_step']:.2f} ms of it on "
+         f"{r['step_ms']:.2f} ms per step (the window before: {r['first_window_step_ms']:.2f}), "
+         f"dispatch {r['dispatch_ms_per_step']:.2f} ms of it on "
          f"the host ({r['state_arrays']} state arrays); under the profiler "
          f"{r['wall_ms_per_step']:.2f} ms per step"]
   lines = r["device_lines"] or r["host_lines"]
@@ -180,20 +183,23 @@ def main(argv=None):
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--warm_steps", type=int, default=10,
+                 help="Steps run after the compiling one before any timing.")
   p.add_argument("--top", type=int, default=12, help="How many of the busiest events to list.")
   p.add_argument("--trace_dir", default="", help="Keep the trace here (default: a temporary "
                  "folder, deleted after the summary).")
   p.add_argument("--json", default="", help="Write the summary here too.")
   args = p.parse_args(argv)
-  if args.steps < 1 or args.batch_size < 1:
-    p.error("--steps and --batch_size must be positive")
+  if args.steps < 1 or args.batch_size < 1 or args.warm_steps < 0:
+    p.error("--steps and --batch_size must be positive, --warm_steps not negative")
   print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     trace_dir = args.trace_dir or tmp
-    step_ms, dispatch, traced_wall, n_arrays, device = profile(
-        args.preset, args.batch_size, args.dtype, args.steps, trace_dir)
+    first_ms, step_ms, dispatch, traced_wall, n_arrays, device = profile(
+        args.preset, args.batch_size, args.dtype, args.steps, trace_dir, args.warm_steps)
     report = {"preset": args.preset, "batch_size": args.batch_size, "dtype": args.dtype,
-              "device": device, "step_ms": step_ms, "dispatch_ms_per_step": dispatch,
+              "device": device, "first_window_step_ms": first_ms, "step_ms": step_ms,
+              "dispatch_ms_per_step": dispatch, "warm_steps": args.warm_steps,
               "state_arrays": n_arrays,
               **summarize(*load_trace(trace_dir), args.steps, traced_wall, args.top)}
   print(format_report(report), flush=True)

@@ -103,18 +103,22 @@ def device_rng(rng: jax.Array) -> jax.Array:
 def on_host():
   """Run the JAX computations inside on the host CPU: where a fresh state is built.
 
-  Drawing a model's initial parameters is a program of hundreds of small random-number
-  kernels; a GPU compiles each one apart (CycleGAN's initialisation took 90 s on an H100,
-  against 5 s on a 2-core CPU), and `replicate` copies the state through the host anyway.
-  Where JAX runs without its CPU backend (JAX_PLATFORMS without cpu) nothing changes.
+  Drawing a model's initial parameters is one program of hundreds of small random-number
+  ops, slow to compile for a GPU (CycleGAN's initialisation took 90 s on an H100, against
+  5 s on a 2-core CPU), and `replicate` copies the state through the host anyway.
+  It sets the default device, so inputs already committed to another device keep their
+  computations there. Where JAX runs without its CPU backend (JAX_PLATFORMS without cpu)
+  nothing changes.
   """
   try:
     cpu = jax.local_devices(backend="cpu")[0]  # this process's own: jax.devices() spans hosts
   except RuntimeError:
+    cpu = None
+  if cpu is None:
     yield
-    return
-  with jax.default_device(cpu):
-    yield
+  else:
+    with jax.default_device(cpu):
+      yield
 
 
 def _leading_axis_sharding(devices: Sequence) -> jax.sharding.NamedSharding:
