@@ -174,10 +174,10 @@ case "$part" in
     for i in "${!settings[@]}"; do
       export XLA_FLAGS="$caller_flags ${settings[$i]}"
       echo "XLA_FLAGS=$XLA_FLAGS" | tee -a "$LOG"
-      tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --steps 50 --torch off \
-        --json "$OUT/flags${i}_darknet.json"
-      tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --steps 20 --torch off \
-        --json "$OUT/flags${i}_cyclegan.json"
+      tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --warm_steps 30 --steps 50 \
+        --torch off --json "$OUT/flags${i}_darknet.json"
+      tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --warm_steps 10 --steps 20 \
+        --torch off --json "$OUT/flags${i}_cyclegan.json"
     done
     export XLA_FLAGS="$caller_flags"
     ;;

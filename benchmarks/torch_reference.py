@@ -659,11 +659,11 @@ def _sync(device):
 
 
 def measure_torch(preset, batch_size, dtype="float32", variant="eager", steps=10, device=None,
-                  config=None):
+                  config=None, warm_steps=5):
   """Time the PyTorch reference of a train_throughput preset; the keys of its `measure`.
 
-  compile_s is the first step (for "compile" it holds the graph compilation); one more
-  untimed step follows, then `steps` timed ones. Peak memory is
+  compile_s is the first step (for "compile" it holds the graph compilation); `warm_steps`
+  more untimed steps follow, then `steps` timed ones. Peak memory is
   `torch.cuda.max_memory_allocated` of this measurement on CUDA, None elsewhere.
   """
   from benchmarks.train_throughput import Phases, config_for
@@ -687,9 +687,10 @@ def measure_torch(preset, batch_size, dtype="float32", variant="eager", steps=10
   _sync(dev)
   compile_s = time.perf_counter() - t0
   phase("first step" + (" (compilation)" if setup.compile else ""))
-  step()  # one more warm step
+  for _ in range(warm_steps):
+    step()
   _sync(dev)
-  phase("warm step")
+  phase(f"{warm_steps} warm steps")
   t0 = time.perf_counter()
   for _ in range(steps):
     step()
@@ -700,6 +701,7 @@ def measure_torch(preset, batch_size, dtype="float32", variant="eager", steps=10
   peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
   return {"framework": "torch", "variant": variant, "preset": preset, "params": n_params,
           "batch_size": batch_size, "dtype": dtype, "devices": 1, "device": str(dev),
-          "steps": steps, "compile_s": round(compile_s, 2), "step_ms": round(1000 * dt / steps, 2),
+          "steps": steps, "warm_steps": warm_steps, "compile_s": round(compile_s, 2),
+          "step_ms": round(1000 * dt / steps, 2),
           "unit": f"{unit}_per_s", "per_s": round(steps * units / dt, 2),
           "peak_memory_bytes": peak, "flops_per_step": None, "tflops_per_s": None, "mfu": None}

@@ -18,7 +18,8 @@ the reference's s/iteration is 1 / that).
 
 Each row reports:
 - compile s: the first step (tracing + XLA compilation + one run), apart;
-- step ms and per second over `--steps` steps after one more warm step;
+- step ms and per second over `--steps` steps after `--warm_steps` (5) more
+  untimed ones (sessions 5 and 6 of 2026-11-27 on an H100 used one);
 - TFLOP/s and MFU: FLOPs per step from XLA's HLO cost analysis of the
   step program (2 per multiply-add), per device as pmap compiles it, times
   the devices: the whole global step. The program is lowered for the host
@@ -202,7 +203,8 @@ def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None
   return task, devices, state, task.compile_step(devices)
 
 
-def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None):
+def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None,
+            warm_steps=5):
   """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
   import jax
   from jaxgan import parallel
@@ -218,24 +220,27 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
   phase("first step (compilation)")
-  state, metrics = p_step(state, task.train_batch(first + 1))  # one more warm step
-  jax.block_until_ready(metrics)
-  phase("warm step")
+  for i in range(warm_steps):
+    state, metrics = p_step(state, task.train_batch(first + 1 + i))
+  jax.block_until_ready((state, metrics))
+  phase(f"{warm_steps} warm steps")
+  first += 1 + warm_steps
   t0 = time.perf_counter()
   for i in range(steps):
-    state, metrics = p_step(state, task.train_batch(first + 2 + i))
+    state, metrics = p_step(state, task.train_batch(first + i))
   jax.block_until_ready((state, metrics))
   dt = time.perf_counter() - t0
   phase(f"{steps} timed steps")
   row = {"framework": "jaxgan", "variant": "pmap", "preset": preset, "params": n_params,
          "batch_size": batch_size, "dtype": dtype, "devices": len(devices),
-         "device": devices[0].device_kind, "steps": steps, "compile_s": round(compile_s, 2),
+         "device": devices[0].device_kind, "steps": steps, "warm_steps": warm_steps,
+         "compile_s": round(compile_s, 2),
          "step_ms": round(1000 * dt / steps, 2), "unit": f"{task.throughput_unit}_per_s",
          "per_s": round(steps * task.units_per_step / dt, 2),
          "peak_memory_bytes": peak_memory_bytes(devices[0]), "flops_per_step": None,
          "tflops_per_s": None, "mfu": None}
   # After the timing (the state is live again), from the step's own inputs.
-  flops = flops_per_step(task, state, task.train_batch(first + 2 + steps), devices)
+  flops = flops_per_step(task, state, task.train_batch(first + steps), devices)
   phase("FLOPs count")
   peak = peak_tflops_per_device or peak_tflops(devices[0].device_kind, dtype)
   return add_flop_rates(row, flops, peak)
@@ -260,7 +265,7 @@ def torch_variants(device: str, requested: str = "auto"):
 
 
 def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_row=None,
-                       peak_tflops_per_device=None, on_row=lambda row: None):
+                       peak_tflops_per_device=None, on_row=lambda row: None, warm_steps=5):
   """The PyTorch reference's rows for one configuration; a failure becomes an error row.
 
   Their TFLOP/s and MFU use the jaxgan row's FLOPs count (same model, same step). Each row
@@ -270,7 +275,8 @@ def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_r
   rows = []
   for variant in variants:
     try:
-      row = measure_torch(preset, batch_size, dtype, variant, steps, device)
+      row = measure_torch(preset, batch_size, dtype, variant, steps, device,
+                          warm_steps=warm_steps)
     except Exception as e:  # a missing reference or a failed compile must not end the run
       row = {"framework": "torch", "variant": variant, "preset": preset,
              "batch_size": batch_size, "dtype": dtype, "error": f"{type(e).__name__}: {e}"}
@@ -366,6 +372,9 @@ def parse_args(argv=None):
   parser.add_argument("--batch_sizes", default="256")
   parser.add_argument("--dtypes", default="bfloat16,float32")
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warm_steps", type=int, default=5,
+                      help="untimed steps after the compiling one, before the timed ones (on "
+                           "an H100 the Darknet step took several steps to settle)")
   parser.add_argument("--num_devices", type=int, default=-1)
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="peak dense TFLOP/s of one device for the MFU (default: from the "
@@ -378,7 +387,10 @@ def parse_args(argv=None):
                       help="comma-separated of eager, channels_last, compile (default: all "
                            "three on CUDA, eager and compile on CPU)")
   parser.add_argument("--json", default="", help="write results here (default: print only)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.steps < 1 or args.warm_steps < 0:
+    parser.error("--steps must be positive and --warm_steps not negative")
+  return args
 
 
 def run(args, save=lambda report: None):
@@ -402,7 +414,8 @@ def run(args, save=lambda report: None):
     for bs in map(int, args.batch_sizes.split(",")):
       jax_row = None
       if args.torch != "only":
-        jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops)
+        jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops,
+                          args.warm_steps)
         rows.append(jax_row)
         print(format_row(jax_row), flush=True)
       save(report)
@@ -415,7 +428,7 @@ def run(args, save=lambda report: None):
 
       torch_rows = measure_torch_rows(args.preset, bs, dtype, args.steps, torch_device,
                                       torch_variants(torch_device, args.torch_variants),
-                                      jax_row, args.peak_tflops, on_row)
+                                      jax_row, args.peak_tflops, on_row, args.warm_steps)
       if jax_row:
         ratio = ratios(jax_row, torch_rows)
         jax_row.update(ratio)

@@ -66,7 +66,8 @@ def test_each_torch_row_reaches_the_json_before_the_next_variant_runs(tmp_path, 
   import benchmarks.torch_reference as tr
   out = tmp_path / "report.json"
 
-  def fake_measure(preset, batch_size, dtype, variant, steps, device):
+  def fake_measure(preset, batch_size, dtype, variant, steps, device, warm_steps):
+    assert warm_steps == 2
     if variant == "compile":
       raise KeyboardInterrupt
     return {"framework": "torch", "variant": variant, "preset": preset, "params": 1,
@@ -78,6 +79,7 @@ def test_each_torch_row_reaches_the_json_before_the_next_variant_runs(tmp_path, 
   with pytest.raises(KeyboardInterrupt):
     tt.main(["--preset", "small", "--batch_sizes", "8", "--dtypes", "float32", "--torch",
              "only", "--torch_device", "cpu", "--torch_variants", "eager,channels_last,compile",
+             "--warm_steps", "2",
              "--json", str(out)])
   rows = json.loads(out.read_text())["results"]
   assert [r["variant"] for r in rows] == ["eager", "channels_last"]
