@@ -113,12 +113,9 @@ def on_host():
   try:
     cpu = jax.local_devices(backend="cpu")[0]  # this process's own: jax.devices() spans hosts
   except RuntimeError:
-    cpu = None
-  if cpu is None:
+    cpu = None  # jax.default_device(None): the platform's own default
+  with jax.default_device(cpu):
     yield
-  else:
-    with jax.default_device(cpu):
-      yield
 
 
 def _leading_axis_sharding(devices: Sequence) -> jax.sharding.NamedSharding:
