@@ -65,6 +65,10 @@ def l1(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
+def _zero_where(mask, tree):
+  return jax.tree_util.tree_map(lambda m, x: jnp.zeros_like(x) if m else x, mask, tree)
+
+
 def validate(config) -> None:
   def check(ok, message):
     if not ok:
@@ -261,6 +265,10 @@ class CycleGANTask(Task):
     d_loss = lambda p: self.discriminator_losses(p, real_a, real_b, fake_a, fake_b)
     (_, d_losses), d_grads = jax.value_and_grad(d_loss, has_aux=True)(state.d_params)
 
+    # The biases that instance norm cancels get exactly zero: Adam would turn their rounding
+    # noise into updates that change nothing, and XLA can drop their gradient reductions.
+    g_grads = _zero_where(self._cancelled(g_grads, self.generator), g_grads)
+    d_grads = _zero_where(self._cancelled(d_grads, self.discriminator), d_grads)
     g_grads, d_grads, metrics = parallel.mean((g_grads, d_grads, {**g_losses, **d_losses}))
     g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
     d_updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
@@ -269,6 +277,10 @@ class CycleGANTask(Task):
                          g_params=optax.apply_updates(state.g_params, g_updates), g_opt=g_opt,
                          d_params=optax.apply_updates(state.d_params, d_updates), d_opt=d_opt,
                          pool_fake_a=pool_fake_a, pool_fake_b=pool_fake_b), metrics
+
+  @staticmethod
+  def _cancelled(grads, model):
+    return {name: model.cancelled_biases(tree) for name, tree in grads.items()}
 
   # ---- translation and samples -------------------------------------------
   @staticmethod

@@ -59,6 +59,57 @@ def test_instance_norm_matches_numpy():
                              rtol=1e-4, atol=1e-5)
   y = instance_norm(jnp.asarray(x, jnp.bfloat16))
   assert y.dtype == jnp.bfloat16
+  # One-pass variance away from zero: a mean 10 standard deviations out (activations that
+  # each layer normalises stay near 1).
+  far = np.random.default_rng(1).normal(10, 1, (2, 16, 16, 3)).astype(np.float32)
+  want = (far - far.mean(axis=(1, 2), keepdims=True)) / np.sqrt(
+      far.astype(np.float64).var(axis=(1, 2), keepdims=True) + 1e-5)
+  np.testing.assert_allclose(instance_norm(jnp.asarray(far)), want, atol=3e-4)
+
+
+def _autodiff_instance_norm(x, eps=1e-5):
+  """The forward formula alone (two-pass variance), for jax to differentiate."""
+  mean = x.mean(axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def test_instance_norm_gradient_matches_autodiff():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4)) * 2 + 0.5
+  w = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  loss = lambda norm: lambda x: jnp.sum(jnp.sin(norm(x)) * w)
+  np.testing.assert_allclose(jax.grad(loss(instance_norm))(x),
+                             jax.grad(loss(_autodiff_instance_norm))(x), rtol=1e-4, atol=1e-5)
+  g = jax.grad(loss(instance_norm))(x.astype(jnp.bfloat16))
+  assert g.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(g, np.float32), jax.grad(loss(_autodiff_instance_norm))(x),
+                             atol=0.1)
+  # Second-order use (e.g. a gradient penalty) differentiates through the written-out rule.
+  hvp = jax.grad(lambda x: jnp.sum(jax.grad(loss(instance_norm))(x) ** 2))(x)
+  want = jax.grad(lambda x: jnp.sum(jax.grad(loss(_autodiff_instance_norm))(x) ** 2))(x)
+  np.testing.assert_allclose(hvp, want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", [ResnetGenerator(ngf=4, n_blocks=1),
+                                   PatchDiscriminator(ndf=4, n_layers=2)])
+def test_cancelled_biases_are_exactly_those_with_zero_gradient(model):
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3), minval=-1, maxval=1)
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # nonzero biases
+  grads = jax.grad(lambda p: jnp.sum(jnp.sin(3 * model.apply({"params": p}, x))))(params)
+  mask = model.cancelled_biases(params)
+  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+  masked = {jax.tree_util.keystr(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m}
+  scale = max(float(jnp.abs(g).max()) for _, g in flat)
+  for path, g in flat:
+    name = jax.tree_util.keystr(path)
+    if name in masked:
+      assert float(jnp.abs(g).max()) < 1e-5 * scale, name
+    elif "bias" in name:
+      assert float(jnp.abs(g).max()) > 1e-3 * scale, name
+  # Every bias but the head's (and the discriminator's first layer's) is cancelled.
+  n_bias = sum("bias" in jax.tree_util.keystr(p) for p, _ in flat)
+  assert len(masked) == n_bias - (1 if isinstance(model, ResnetGenerator) else 2)
 
 
 @pytest.mark.parametrize("pad", [1, 3])

@@ -8,12 +8,21 @@ NHWC throughout.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxgan.models.layers import dcgan_normal_init, instance_norm, reflect_pad, torch_conv_transpose
 
 Dtype = Any
 _INIT = dict(kernel_init=dcgan_normal_init(), bias_init=nn.initializers.zeros)
+
+
+def _biases_except(params, keep: set) -> Any:
+  """A tree of bools like `params`: True for each "bias" leaf whose module is not in `keep`."""
+  def cancelled(path, _):
+    names = [getattr(k, "key", k) for k in path]
+    return names[-1] == "bias" and names[0] not in keep
+  return jax.tree_util.tree_map_with_path(cancelled, params)
 
 
 class ResnetBlock(nn.Module):
@@ -58,6 +67,15 @@ class ResnetGenerator(nn.Module):
     x = conv(self.output_nc, 7)(reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))
 
+  @staticmethod
+  def cancelled_biases(params) -> Any:
+    """True for the biases an instance norm follows: all but the head's (Conv_3).
+
+    Instance norm subtracts each channel's mean, so these biases change no
+    output and their gradient is zero (up to rounding).
+    """
+    return _biases_except(params, {"Conv_3"})
+
 
 class PatchDiscriminator(nn.Module):
   """The 70x70 PatchGAN: images (N, H, W, C) -> patch scores (N, H', W', 1); 256 -> 30.
@@ -86,3 +104,7 @@ class PatchDiscriminator(nn.Module):
       stride = 2 if n < self.n_layers else 1
       x = nn.leaky_relu(instance_norm(conv(self.ndf * min(2 ** n, 8), stride)(x)), 0.2)
     return conv(1, 1)(x).astype(jnp.float32)
+
+  def cancelled_biases(self, params) -> Any:
+    """True for the biases an instance norm follows: all but the first and last conv's."""
+    return _biases_except(params, {"Conv_0", f"Conv_{self.n_layers + 1}"})
