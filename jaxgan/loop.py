@@ -46,13 +46,15 @@ class Task:
   Attributes: `steps_per_epoch`, `num_epochs`; throughput is reported as
   `<throughput_unit>_per_s`, counting `units_per_step` per step; the progress
   bar shows `progress_keys`. The state is a pytree with integer `step` and
-  PRNG key `rng` fields.
+  PRNG key `rng` fields. `donate_state`: the step reuses the old state's
+  device memory for the new one.
   """
   steps_per_epoch: int
   num_epochs: int
   throughput_unit: str = "images"
   units_per_step: int = 1
   progress_keys: tuple = ("loss", "accuracy")
+  donate_state: bool = True
 
   @property
   def total_steps(self) -> int:
@@ -79,7 +81,7 @@ class Task:
       new, metrics = self.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
       return skip_nonfinite(state, new, metrics) if skip else (new, metrics)
 
-    return parallel.pmap_step(step_fn, devices)
+    return parallel.pmap_step(step_fn, devices, donate_state=self.donate_state)
 
   def train_batch(self, step: int) -> PyTree:
     """The device inputs of global step `step` (sharded over the local devices)."""

@@ -44,6 +44,26 @@ def test_conv_transpose_equals_pytorch_semantics(k, s, p, op, size):
   np.testing.assert_allclose(vjp(x)[0], y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,s,p,op", [(4, 2, 1, 0), (3, 2, 1, 1), (4, 1, 0, 0)])
+def test_conv_transpose_gradients_match_flax_input_dilated_form(k, s, p, op):
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+  ours = torch_conv_transpose(4, k, s, p, op)
+  v = ours.init(jax.random.PRNGKey(1), x)
+  v = jax.tree_util.tree_map(lambda a: a + 0.3, v)
+  lo = k - 1 - p
+  theirs = nn.ConvTranspose(4, (k, k), (s, s), padding=((lo, lo + op),) * 2,
+                            transpose_kernel=True)
+  w = jax.random.normal(jax.random.PRNGKey(2), ours.apply(v, x).shape)
+  loss = lambda layer: lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x)) * w)
+  for got, want in zip(jax.grad(loss(ours), argnums=(0, 1))(v, x),
+                       jax.grad(loss(theirs), argnums=(0, 1))(v, x)):
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="output_padding"):
+    torch_conv_transpose(4, 3, 2, 1, 2).init(jax.random.PRNGKey(0), x)
+
+
 def test_same_padding_or_an_unflipped_kernel_is_not_pytorch_conv_transpose():
   import flax.linen as nn
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 4, 2))

@@ -96,22 +96,80 @@ def dcgan_bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                         output_padding: int = 0, **kwargs) -> nn.ConvTranspose:
-  """What PyTorch's `ConvTranspose2d(k, stride, padding, output_padding)` computes.
+def _strided_conv(z, kernel, stride: int, padding: int):
+  return jax.lax.conv_general_dilated(z, kernel, (stride, stride), ((padding, padding),) * 2,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-  PyTorch's transposed conv is the gradient of a conv: in Flax terms a
-  fractionally strided conv with padding (k-1-p) on each side (plus
-  output_padding on the high side) and a spatially flipped, in/out swapped
-  kernel (`transpose_kernel=True`). Output size: (n-1)*s - 2p + k + op.
-  'SAME' padding gives the same shape for k=4, s=2, p=1 but other values.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_transpose(x, kernel, stride: int, padding: int, out_hw: tuple):
+  """The input gradient of `_strided_conv(z, kernel, stride, padding)` at cotangent x,
+  for z of spatial size out_hw: PyTorch's conv_transpose2d. The VJP says what each
+  gradient is in terms of that forward conv, which XLA maps onto cuDNN's kernels."""
+  z = jax.ShapeDtypeStruct((x.shape[0], *out_hw, kernel.shape[2]), x.dtype)
+  return jax.linear_transpose(lambda z: _strided_conv(z, kernel, stride, padding), z)(x)[0]
+
+
+def _conv_transpose_fwd(x, kernel, stride, padding, out_hw):
+  return conv_transpose(x, kernel, stride, padding, out_hw), (x, kernel)
+
+
+def _conv_transpose_bwd(stride, padding, out_hw, residuals, g):
+  x, kernel = residuals
+  # <g, T(x; K)> = <conv(g; K), x>: the forward conv of g, and that conv's filter gradient.
+  y, filter_grad = jax.vjp(lambda k: _strided_conv(g, k, stride, padding), kernel)
+  return y, filter_grad(x)[0]
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class ConvTranspose(nn.Module):
+  """What PyTorch's `ConvTranspose2d(k, stride, padding, output_padding)` computes, NHWC.
+
+  A transposed convolution is the input gradient of the strided convolution
+  Conv2d(k, stride, padding) that it undoes (`conv_transpose`). Its kernel
+  (k, k, out, in) is that conv's HWIO kernel: PyTorch's (in, out, k, k)
+  weight permuted, no flip. Output size (n-1)*s - 2p + k + op.
+
+  The custom gradient matters for speed: autodiff of the input-dilated conv
+  (flax's ConvTranspose, or `conv_transpose` without its VJP) leaves XLA a
+  weight gradient it cannot map onto cuDNN's filter-gradient kernel, a
+  forward conv with a 127x127 window instead (benchmarks/gpu_kernels.py).
   """
-  lo = kernel_size - 1 - padding
-  if lo < 0:
-    raise ValueError(f"padding {padding} > kernel_size - 1 is not supported")
-  pad = ((lo, lo + output_padding),) * 2
-  return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride),
-                          padding=pad, transpose_kernel=True, **kwargs)
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  output_padding: int = 0
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = torch_default_kernel_init
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
+    if p > k - 1:
+      raise ValueError(f"padding {p} > kernel_size - 1 is not supported")
+    if not 0 <= op < s:
+      raise ValueError(f"output_padding {op} must be in [0, stride={s}), as in PyTorch")
+    kernel = self.param("kernel", self.kernel_init, (k, k, self.features, x.shape[-1]),
+                        self.param_dtype)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    out_hw = tuple((n - 1) * s - 2 * p + k + op for n in x.shape[1:3])
+    y = conv_transpose(x, kernel, s, p, out_hw)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(
+          self.dtype)
+    return y
+
+
+def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                         output_padding: int = 0, **kwargs) -> ConvTranspose:
+  """`ConvTranspose` from PyTorch's positional arguments."""
+  return ConvTranspose(features, kernel_size, stride, padding, output_padding, **kwargs)
 
 
 def _spatial_means(a, b):
