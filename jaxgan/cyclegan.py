@@ -106,10 +106,10 @@ class CycleGANTask(Task):
   throughput_unit = "iters"
   units_per_step = 1
   progress_keys = LOSS_NAMES
-  # A donated state costs one device-to-device copy per updated array (164 in a step of
-  # 1,497 kernels on an H100, benchmarks/gpu_kernels.py): Adam's update of a conv kernel
-  # fuses with the transpose of its cuDNN gradient, and XLA will not write such a fusion
-  # in place. Not donating costs a second copy of the state (~0.4 GB) instead.
+  # A donated state costs a copy per updated array (1,497 kernels a step donated, 1,333 not,
+  # benchmarks/gpu_kernels.py): Adam's update of a conv kernel fuses with the transpose of
+  # its cuDNN gradient, and XLA will not write such a fusion in place. Not donating costs
+  # a second copy of the state (~0.4 GB) instead.
   donate_state = False
 
   def __init__(self, config, devices, train: bool = True):

@@ -6,9 +6,11 @@ rates, weight decay, clipping ranges) were tuned against them.
 import functools
 from typing import Any
 
+import flax.linen
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
+import numpy as np
 
 Dtype = Any
 
@@ -27,8 +29,116 @@ def torch_default_bias_init(fan_in: int):
   return init
 
 
+def _sums(a, b, axes):
+  """Sums of two arrays over `axes` as one variadic reduction: XLA emits one kernel."""
+  return jax.lax.reduce((a, b), (0.0, 0.0), lambda x, y: (x[0] + y[0], x[1] + y[1]), axes)
+
+
+def _means(a, b, axes, axis_name):
+  """Means of two arrays over `axes` and, with `axis_name`, over the devices (one pmean)."""
+  n = np.prod([a.shape[i] for i in axes])
+  ma, mb = _sums(a, b, axes)
+  if axis_name is None:
+    return ma / n, mb / n
+  both = jax.lax.pmean(jnp.stack([ma / n, mb / n]), axis_name)
+  return both[0], both[1]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def batch_norm_train(x, scale, bias, eps: float, axis_name: str | None, dtype):
+  """Training-mode batch norm over all axes but the last: (y, batch mean, batch variance).
+
+  The statistics are flax's (float32, one pass, variance clipped at 0, one
+  pmean over `axis_name`); the gradient is written out, (g - mean(g) - x_hat
+  mean(g x_hat)) * scale / std with both means in one reduction, which is also
+  the scale and bias gradients. Autodiff of the same forward takes four
+  kernels more per layer (benchmarks/gpu_kernels.py). The mean and variance
+  outputs feed the running averages and are not differentiated.
+  """
+  return _batch_norm_fwd(x, scale, bias, eps, axis_name, dtype)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, eps, axis_name, dtype):
+  x32 = x.astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  mean, mean_sq = _means(x32, jnp.square(x32), axes, axis_name)
+  var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
+  rstd = jax.lax.rsqrt(var + eps)
+  y = (x32 - mean) * (rstd * scale) + bias
+  return (y.astype(dtype), mean, var), (x, mean, rstd, scale)
+
+
+def _batch_norm_bwd(eps, axis_name, dtype, residuals, cotangents):
+  x, mean, rstd, scale = residuals
+  g = cotangents[0].astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  x_hat = (x.astype(jnp.float32) - mean) * rstd
+  sum_g, sum_gx = _sums(g, g * x_hat, axes)
+  n = np.prod([x.shape[i] for i in axes])
+  mean_g, mean_gx = sum_g / n, sum_gx / n
+  if axis_name is not None:  # the statistics spanned the devices, so do their gradients
+    both = jax.lax.pmean(jnp.stack([mean_g, mean_gx]), axis_name)
+    mean_g, mean_gx = both[0], both[1]
+  dx = (g - mean_g - x_hat * mean_gx) * (rstd * scale)
+  return dx.astype(x.dtype), sum_gx.astype(scale.dtype), sum_g.astype(scale.dtype)
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nn.Module):
+  """flax.linen.BatchNorm over the last axis, same variables and results, with a
+  written-out gradient in training mode (`batch_norm_train`).
+
+  Parameters `scale`, `bias`; `batch_stats` `mean`, `var` (float32), updated
+  as `momentum * running + (1 - momentum) * batch` with the biased variance.
+  While initialising, statistics are local and the running values stay put.
+  """
+  use_running_average: bool | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Any = nn.initializers.zeros
+  scale_init: Any = nn.initializers.ones
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None):
+    use_running_average = nn.merge_param("use_running_average", self.use_running_average,
+                                         use_running_average)
+    features = (x.shape[-1],)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(features, jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
+    # Created in flax's order, so random initialisers draw the same values.
+    args = [x]
+    scale = bias = None
+    if self.use_scale:
+      scale = self.param("scale", self.scale_init, features, self.param_dtype)
+      args.append(scale)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, features, self.param_dtype)
+      args.append(bias)
+    dtype = flax.linen.dtypes.canonicalize_dtype(*args, dtype=self.dtype)
+    scale = jnp.ones(features, jnp.float32) if scale is None else scale.astype(jnp.float32)
+    bias = jnp.zeros(features, jnp.float32) if bias is None else bias.astype(jnp.float32)
+    if use_running_average:
+      y = (x.astype(jnp.float32) - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon)
+                                                     * scale) + bias
+      return y.astype(dtype)
+    initializing = self.is_initializing()
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon,
+                                    None if initializing else self.axis_name, dtype)
+    if not initializing:
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
 def batch_norm(torch_momentum: float = 0.1, axis_name: str | None = None,
-               dtype: Dtype = jnp.float32, eps: float = 1e-5, **kwargs) -> nn.BatchNorm:
+               dtype: Dtype = jnp.float32, eps: float = 1e-5, **kwargs) -> BatchNorm:
   """BatchNorm with PyTorch's momentum convention and eps; call it with
   `use_running_average=not train`.
 
@@ -36,8 +146,8 @@ def batch_norm(torch_momentum: float = 0.1, axis_name: str | None = None,
   is the decay, so it is `1 - m`. Statistics are always reduced in float32.
   `axis_name` makes training-mode statistics span all devices of a pmap.
   """
-  return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=eps, axis_name=axis_name,
-                      dtype=dtype, **kwargs)
+  return BatchNorm(momentum=1.0 - torch_momentum, epsilon=eps, axis_name=axis_name,
+                   dtype=dtype, **kwargs)
 
 
 ACTIVATIONS = {
@@ -173,10 +283,9 @@ def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, paddi
 
 
 def _spatial_means(a, b):
-  """The means over H and W of two NHWC arrays, as one variadic reduction (one kernel)."""
-  n = a.shape[1] * a.shape[2]
-  sa, sb = jax.lax.reduce((a, b), (0.0, 0.0), lambda x, y: (x[0] + y[0], x[1] + y[1]), (1, 2))
-  return sa[:, None, None] / n, sb[:, None, None] / n
+  """The means over H and W of two NHWC arrays, as one reduction (one kernel)."""
+  ma, mb = _means(a, b, (1, 2), None)
+  return ma[:, None, None], mb[:, None, None]
 
 
 def _instance_stats(x32):
