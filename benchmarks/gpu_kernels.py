@@ -34,6 +34,7 @@ figures (132 SMs, 80 GB HBM3 at 3.35 TB/s, compute capability 9.0, cuDNN 9).
 """
 import argparse
 import collections
+import importlib
 import json
 import os
 import platform
@@ -92,7 +93,7 @@ def h100_device():
   import jax
   from jax.experimental import topologies
   try:
-    import jax_plugins.xla_cuda12  # noqa: F401
+    importlib.import_module("jax_plugins.xla_cuda12")
   except ImportError:
     raise PluginMissing(
         "JAX's CUDA plugin is not installed; it installs without a GPU:\n  pip install "
