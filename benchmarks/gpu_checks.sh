@@ -3,10 +3,11 @@
 # H200, 15 minutes in all). That machine has JAX, Flax, Optax, Orbax, absl, tqdm, Pillow and
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
-#   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags cyclegan",
-#                     carry=[".whl", ".data"], timeout_s=590)
-#   then, warm:   the same with "profile_cyclegan" and DEADLINE = the device time left (status) - 60
+#   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
+#                 the code before session 7 -> .baseline/)
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh ab flags",
+#                     carry=[".whl", ".data", ".baseline"], timeout_s=590)
+#   then, warm:   "profile_cyclegan", "cyclegan" with DEADLINE = the device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
@@ -31,6 +32,9 @@
 #   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
 #               (2026-11-27: 78 command buffers a step, profiled before the steps settled) (~1.5 min)
 #   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
+#   ab          jaxgan's step before session 7 (.baseline/, commit 7b88581) and now, on the same
+#               machine: darknet 512 and cyclegan 1, bfloat16, no PyTorch. Session 7 cut the
+#               kernels per step (benchmarks/gpu_kernels.py) by 28% and 42%   (~5 min)
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
@@ -87,6 +91,12 @@ bench() {  # seconds, a benchmarks/ script's name, then its flags
 }
 tta() { bench "$1" time_to_accuracy "${@:2}" ${EXTRA_FLAGS:-}; }
 tp() { bench "$1" train_throughput "${@:2}"; }
+baseline_tp() {  # train_throughput.py of the code before session 7, from .baseline/
+  [ -d .baseline/jaxgan ] || { echo "no .baseline/ (run prepare here, carry it)" | tee -a "$LOG"
+                               return; }
+  (cd .baseline && PYTHONPATH=/tmp/site:$PWD JAXGAN_CACHE_DIR=/tmp/jaxgan-cache-baseline \
+     OUT="../$OUT" LOG="../$LOG" bench "$1" train_throughput "${@:2}")
+}
 prof() { bench "$1" profile_step "${@:2}"; }
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
@@ -98,11 +108,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|ab)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
-         "flags), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "flags ab), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -111,7 +121,7 @@ for part in "${parts[@]}"; do
 echo "== $part (${SECONDS} s into the call)" | { [ "$part" = prepare ] && cat || tee -a "$LOG"; }
 case "$part" in
   prepare)
-    for p in /.whl/ /.data/; do
+    for p in /.whl/ /.data/ /.baseline/; do
       grep -qxF "$p" .git/info/exclude || echo "$p" >> .git/info/exclude
     done
     mkdir -p .whl .data
@@ -119,7 +129,10 @@ case "$part" in
       --implementation cp --platform manylinux_2_28_x86_64 -d .whl \
       ml_collections==1.1.0 tensorboardX==2.6.5
     cp ../shared/data/cifar10-jpeg75.tar.xz .data/
-    ls -la .whl .data
+    rm -rf .baseline && mkdir .baseline
+    git archive 7b88581 jaxgan benchmarks/train_throughput.py benchmarks/torch_reference.py \
+      configs | tar -x -C .baseline
+    ls -la .whl .data .baseline
     ;;
   fast)
     tta 240 --config configs/cifar10_fast.py --dataset "$CIFAR" --target 0.94 --seeds 3 \
@@ -183,6 +196,18 @@ case "$part" in
     ;;
   profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
+    ;;
+  ab)
+    # Before and after, alternating, so drift on the machine shows as well as the change.
+    common=(--dtypes bfloat16 --torch off --warm_steps 30)
+    baseline_tp 90 --preset darknet --batch_sizes 512 "${common[@]}" --steps 50 \
+      --json "$OUT/ab_darknet_before.json"
+    tp 90 --preset darknet --batch_sizes 512 "${common[@]}" --steps 50 \
+      --json "$OUT/ab_darknet_after.json"
+    baseline_tp 200 --preset cyclegan --batch_sizes 1 "${common[@]}" --steps 20 \
+      --json "$OUT/ab_cyclegan_before.json"
+    tp 120 --preset cyclegan --batch_sizes 1 "${common[@]}" --steps 20 \
+      --json "$OUT/ab_cyclegan_after.json"
     ;;
 esac
 done
