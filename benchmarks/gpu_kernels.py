@@ -24,10 +24,8 @@ script cannot tell: time. Without a GPU there is no autotuning (convolution
 algorithms are chosen on the device) and no profile; measure with
 train_throughput.py and profile_step.py on the GPU.
 
-Needs JAX's CUDA plugin, which installs without a GPU (about 1 GB):
-
-    pip install "jax-cuda12-plugin==$(python -c 'import jax; print(jax.__version__)')" \\
-                "jax-cuda12-pjrt==$(python -c 'import jax; print(jax.__version__)')"
+Needs JAX's CUDA plugin matching jax, which installs without a GPU or CUDA
+(about 0.5 GB): `pip install -e ".[gpu-aot]"`, i.e. `jax[cuda12-local]`.
 
 The target description is written here from the H100 SXM's data-sheet
 figures (132 SMs, 80 GB HBM3 at 3.35 TB/s, compute capability 9.0, cuDNN 9).
@@ -96,8 +94,9 @@ def h100_device():
     importlib.import_module("jax_plugins.xla_cuda12")
   except ImportError:
     raise PluginMissing(
-        "JAX's CUDA plugin is not installed; it installs without a GPU:\n  pip install "
-        f"jax-cuda12-plugin=={jax.__version__} jax-cuda12-pjrt=={jax.__version__}") from None
+        "JAX's CUDA plugin is not installed; it installs without a GPU or CUDA:\n  "
+        f'pip install "jax[cuda12-local]=={jax.__version__}"   (or pip install -e ".[gpu-aot]")'
+    ) from None
   topology = topologies.get_topology_desc("h100", "cuda", target_config=target_config(),
                                           topology="1x1x1")
   return topology.devices[0]
@@ -199,7 +198,6 @@ def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = Non
   from benchmarks import train_throughput
   from jaxgan import parallel
   from jaxgan.experiment import build_task
-  from jaxgan.loop import skip_nonfinite, skips_nonfinite
   config = train_throughput.config_for(preset, batch_size, dtype, 1)
   for override in overrides:
     key, value = override.split("=", 1)
@@ -216,13 +214,8 @@ def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = Non
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh,
                                                                              PartitionSpec())),
       tree)
-  skip = skips_nonfinite(config)
-
-  def step_fn(state, batch):  # Task.compile_step's function; a mesh of one stands for pmap
-    new, metrics = task.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
-    return skip_nonfinite(state, new, metrics) if skip else (new, metrics)
-
-  program = jax.shard_map(step_fn, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec()),
+  # The program train.py pmaps; a mesh of one device stands in for pmap's axis.
+  program = jax.shard_map(task.step_function(), mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec()),
                           out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
   donate = task.donate_state if donate is None else donate
   compiled = jax.jit(program, donate_argnums=(0,) if donate else ()).lower(

@@ -69,19 +69,22 @@ class Task:
     """Pure per-device step under pmap: (state, batch, rng) -> (state, metrics)."""
     raise NotImplementedError
 
-  def compile_step(self, devices) -> Callable:
-    """`step(state, batch) -> (state, metrics)` on replicated state, data parallel.
-
-    By default `train_step` under pmap with the RNG folded with the step,
-    guarded by `skip_nonfinite` when `config.on_nonfinite == "skip"`.
-    """
+  def step_function(self) -> Callable:
+    """The per-device program of a step, `(state, batch) -> (state, metrics)`:
+    `train_step` with the RNG folded with the step, guarded by `skip_nonfinite`
+    when `config.on_nonfinite == "skip"`."""
     skip = skips_nonfinite(self.config)
 
     def step_fn(state, batch):
       new, metrics = self.train_step(state, batch, jax.random.fold_in(state.rng, state.step))
       return skip_nonfinite(state, new, metrics) if skip else (new, metrics)
 
-    return parallel.pmap_step(step_fn, devices, donate_state=self.donate_state)
+    return step_fn
+
+  def compile_step(self, devices) -> Callable:
+    """`step(state, batch) -> (state, metrics)` on replicated state, data parallel:
+    by default `step_function()` under pmap."""
+    return parallel.pmap_step(self.step_function(), devices, donate_state=self.donate_state)
 
   def train_batch(self, step: int) -> PyTree:
     """The device inputs of global step `step` (sharded over the local devices)."""

@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
                       "--xla_backend_optimization_level=1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests run on the CPU even where JAX's CUDA plugin is installed (benchmarks/gpu_kernels.py
+# uses it to compile for a GPU without one).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
 import pytest
