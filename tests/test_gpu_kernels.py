@@ -114,3 +114,24 @@ def test_compiles_a_train_step_for_an_h100_without_one(tmp_path):
                 str(tmp_path / "donated.json"))
   donated = json.loads((tmp_path / "donated.json").read_text())
   assert donated["kinds"]["copy"] >= 7 and donated["kernels"] > counts["kernels"]
+
+
+@pytest.mark.skipif(not HAS_PLUGIN, reason="needs JAX's CUDA plugin (pip install -e "
+                    "'.[gpu-aot]', no GPU needed)")
+def test_cyclegan_gradients_map_onto_cudnn_kernels(tmp_path):
+  """Each conv's weight gradient is cuDNN's filter-gradient kernel: no forward conv with a
+  window the size of the image (autodiff of an input-dilated ConvTranspose gave XLA one)."""
+  import re
+  small = ["--set", "model.ngf=8", "--set", "model.ndf=8", "--set", "model.n_blocks=1",
+           "--set", "image_size=32", "--set", "load_size=36"]
+  result = _run("--preset", "cyclegan", *small, "--hlo", str(tmp_path / "step.hlo"),
+                "--json", str(tmp_path / "k.json"))
+  assert result.returncode == 0, result.stderr
+  hlo = (tmp_path / "step.hlo").read_text()
+  windows = [tuple(map(int, w)) for line in hlo.splitlines() if "__cudnn$conv" in line
+             for w in re.findall(r"window=\{size=(\d+)x(\d+)", line)]
+  assert windows and max(max(w) for w in windows) <= 7, sorted(set(windows))
+  # Per generator: 1 + 2 + 2 (one block) + 2 + 1 = 8 convs; per discriminator 5. Every one
+  # has a filter gradient, and one step differentiates each network once.
+  kinds = __import__("json").loads((tmp_path / "k.json").read_text())["kinds"]
+  assert kinds["conv backward-filter"] >= 2 * 8 + 2 * 5
