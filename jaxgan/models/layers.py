@@ -6,7 +6,6 @@ rates, weight decay, clipping ranges) were tuned against them.
 import functools
 from typing import Any
 
-import flax.linen
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -121,7 +120,7 @@ class BatchNorm(nn.Module):
     if self.use_bias:
       bias = self.param("bias", self.bias_init, features, self.param_dtype)
       args.append(bias)
-    dtype = flax.linen.dtypes.canonicalize_dtype(*args, dtype=self.dtype)
+    dtype = nn.dtypes.canonicalize_dtype(*args, dtype=self.dtype)
     scale = jnp.ones(features, jnp.float32) if scale is None else scale.astype(jnp.float32)
     bias = jnp.zeros(features, jnp.float32) if bias is None else bias.astype(jnp.float32)
     if use_running_average:
