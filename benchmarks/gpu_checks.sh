@@ -56,6 +56,7 @@ setup_device() {
   export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 JAXGAN_CACHE_DIR=/tmp/jaxgan-cache
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
   mkdir -p "$OUT"
+  OUT=$(cd "$OUT" && pwd) && LOG="$OUT/gpu.log"  # absolute: the ab part runs from .baseline/
   { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
       || echo "no nvidia-smi"; } | tee -a "$LOG"
   # Pre-flight, seconds: each framework runs a convolution on the accelerator.
@@ -95,7 +96,7 @@ baseline_tp() {  # train_throughput.py of the code before session 7, from .basel
   [ -d .baseline/jaxgan ] || { echo "no .baseline/ (run prepare here, carry it)" | tee -a "$LOG"
                                return; }
   (cd .baseline && PYTHONPATH=/tmp/site:$PWD JAXGAN_CACHE_DIR=/tmp/jaxgan-cache-baseline \
-     OUT="../$OUT" LOG="../$LOG" bench "$1" train_throughput "${@:2}")
+     bench "$1" train_throughput "${@:2}")
 }
 prof() { bench "$1" profile_step "${@:2}"; }
 
