@@ -5,9 +5,9 @@
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
 #                 the code before session 7 -> .baseline/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh ab flags",
-#                     carry=[".whl", ".data", ".baseline"], timeout_s=590)
-#   then, warm:   "profile_cyclegan", "cyclegan" with DEADLINE = the device time left (status) - 60
+#   device tool:  run(command="DEADLINE=330 bash benchmarks/gpu_checks.sh ab",
+#                     carry=[".whl", ".data", ".baseline"], timeout_s=350)
+#   then, warm:   "flags", then "profile_cyclegan", with DEADLINE = device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
