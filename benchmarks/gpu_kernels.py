@@ -16,6 +16,12 @@ WGAN's critic steps). "HBM traffic" adds the bytes each kernel reads and
 writes; over the H100's 3.35 TB/s it bounds the memory time of a step from
 below, were nothing cached in L2.
 
+It also reads what the host launches per step from XLA's dump of the
+executable's thunk sequence: CUDA graphs (command buffers, each holding a run
+of kernels) and the kernels and cuDNN convolutions launched one by one.
+`--xla_flags` compiles under other XLA flags, e.g. to see which flags put the
+convolutions into the graphs.
+
 Why count kernels: on an H100 many of these steps are short kernels, each
 launched by the host. A step of 2,000 kernels that moves 16 GB in 5 ms of
 memory time and does 5 ms of tensor-core work but takes 55 ms (CycleGAN)
@@ -32,12 +38,15 @@ figures (132 SMs, 80 GB HBM3 at 3.35 TB/s, compute capability 9.0, cuDNN 9).
 """
 import argparse
 import collections
+import glob
 import importlib
 import json
 import os
 import platform
 import re
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,9 +66,12 @@ NOT_KERNELS = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast",
                "conditional", "call", "after-all", "partition-id", "replica-id",
                "opt-barrier"}
 KINDS = (  # (label, predicate on the op name) in table order; the first match wins
-    ("conv forward", lambda op: op.startswith("custom-call:__cudnn$conv") and "Forward" in op),
-    ("conv backward-data", lambda op: op == "custom-call:__cudnn$convBackwardInput"),
-    ("conv backward-filter", lambda op: op == "custom-call:__cudnn$convBackwardFilter"),
+    ("conv forward", lambda op: (op.startswith("custom-call:__cudnn$conv") and "Forward" in op)
+     or op == "fusion:conv_fprop"),
+    ("conv backward-data", lambda op: op in ("custom-call:__cudnn$convBackwardInput",
+                                             "fusion:conv_dgrad")),
+    ("conv backward-filter", lambda op: op in ("custom-call:__cudnn$convBackwardFilter",
+                                               "fusion:conv_wgrad")),
     ("matmul (cuBLAS)", lambda op: op.startswith("custom-call:__cublas")),
     ("other custom call", lambda op: op.startswith("custom-call")),
     ("Triton fusion (matmul, softmax)", lambda op: op == "fusion:kCustom"),
@@ -134,7 +146,8 @@ def _op_name(op: str, rest: str) -> str:
     return f"custom-call:{target.group(1) if target else '?'}"
   if op == "fusion":
     kind = re.search(r"kind=(\w+)", rest)
-    return f"fusion:{kind.group(1) if kind else '?'}"
+    conv = re.search(r"calls=%(conv_(?:fprop|dgrad|wgrad))", rest)  # cuDNN conv fusions
+    return f"fusion:{conv.group(1) if conv else kind.group(1) if kind else '?'}"
   return op
 
 
@@ -143,8 +156,8 @@ def count_kernels(hlo: str) -> dict:
 
   Returns {"ops": {op: launches}, "kinds": {label: launches}, "kernels": total,
   "hbm_bytes": bytes read and written by the kernels}. The top-level
-  instructions of the entry computation count; a while loop's body counts
-  once per trip when XLA knows the trip count (once otherwise), a
+  instructions of the entry computation count; a while loop's condition and
+  body count once per trip when XLA knows the trip count (once otherwise), a
   conditional as its largest branch; a fusion is one kernel.
   """
   comps = _computations(hlo)
@@ -159,10 +172,11 @@ def count_kernels(hlo: str) -> dict:
       shapes[var] = shape
       if op == "while":
         trips = re.search(r"known_trip_count[^0-9]*(\d+)", rest)
-        body_ops, body_bytes = launches(re.search(r"body=%([\w.\-]+)", rest).group(1))
         n = int(trips.group(1)) if trips else 1
-        ops.update({k: v * n for k, v in body_ops.items()})
-        nbytes += body_bytes * n
+        for part in ("condition", "body"):  # the condition is a kernel per trip too
+          part_ops, part_bytes = launches(re.search(part + r"=%([\w.\-]+)", rest).group(1))
+          ops.update({k: v * n for k, v in part_ops.items()})
+          nbytes += part_bytes * n
       elif op == "conditional":
         branches = re.findall(r"(?:branch_computations=\{|true_computation=|false_computation=|, )"
                               r"%([\w.\-]+)", rest)
@@ -186,6 +200,45 @@ def count_kernels(hlo: str) -> dict:
   return {"ops": dict(ops.most_common()),
           "kinds": {label: kinds[label] for label, _ in KINDS if kinds[label]},
           "kernels": sum(ops.values()), "hbm_bytes": nbytes}
+
+
+def loop_trip_counts(hlo: str) -> list:
+  """The known trip counts of the while loops of an optimised module, in schedule order."""
+  return [int(n) for n in re.findall(r" while\(.*?known_trip_count[^0-9]*(\d+)", hlo)]
+
+
+def host_launches(thunk_sequence: str, trips=()) -> dict:
+  """What the host launches per step, from XLA's dump of the executable's thunk sequence.
+
+  Top-level thunks are launched one by one from the host: a command buffer (a CUDA graph
+  holding the kernels listed under it), a cuDNN convolution, a single kernel, a copy. The
+  thunks of a while loop's condition and body run once per trip (`trips`: each loop's
+  count, in order; once when not given).
+  """
+  top, in_graphs, trips = collections.Counter(), 0, list(trips)
+  graph, loops = None, []  # indent of the enclosing command buffer; (indent, trips) of loops
+  for line in thunk_sequence.splitlines():
+    m = re.match(r"^(\s*)\d+: (k\w+)", line)
+    if not m:
+      continue
+    indent, kind = len(m.group(1)), m.group(2)
+    if graph is not None and indent <= graph:
+      graph = None
+    while loops and indent <= loops[-1][0]:
+      loops.pop()
+    times = 1
+    for _, n in loops:
+      times *= n
+    if graph is not None:
+      in_graphs += times
+    elif kind == "kWhile":
+      loops.append((indent, trips.pop(0) if trips else 1))
+    else:
+      top[kind] += times
+      if kind == "kCommandBuffer":
+        graph = indent
+  return {"host_launches": sum(top.values()), "command_buffers": top["kCommandBuffer"],
+          "kernels_in_command_buffers": in_graphs, "top_level": dict(top.most_common())}
 
 
 def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = None,
@@ -228,6 +281,12 @@ def report(counts: dict) -> str:
   lines += [f"  {label:<32}{n:>8,}" for label, n in counts["kinds"].items()]
   gb = counts["hbm_bytes"] / 1e9
   lines.append(f"{'HBM traffic':<34}{gb:>8.2f} GB = {gb / 3.35:.1f} ms at 3.35 TB/s")
+  if "thunks" in counts:
+    t = counts["thunks"]
+    graphs = t["command_buffers"]
+    lines.append(f"{'host launches per step':<34}{t['host_launches']:>8,} "
+                 f"({graphs:,} CUDA graph{'' if graphs == 1 else 's'} holding "
+                 f"{t['kernels_in_command_buffers']:,} kernels, the rest launched one by one)")
   return "\n".join(lines)
 
 
@@ -243,11 +302,18 @@ def main(argv=None) -> int:
                       "for the preset (task), or always, or never")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                       help="override a config field, e.g. --set model.n_blocks=6")
+  parser.add_argument("--xla_flags", default="",
+                      help="XLA flags for this compile, e.g. --xla_gpu_graph_min_graph_size=1")
   parser.add_argument("--hlo", default="", help="write the optimised HLO text here")
   parser.add_argument("--json", default="", help="write the counts here")
   args = parser.parse_args(argv)
-  # Before any backend starts: the CUDA plugin must not look for a GPU.
+  # Before any backend starts: the CUDA plugin must not look for a GPU, and XLA reads its
+  # flags once. The dump holds the executable's thunk sequence (what the host launches).
   os.environ["JAX_PLATFORMS"] = "cpu"
+  dump = tempfile.mkdtemp(prefix="gpu_kernels_")
+  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), args.xla_flags,
+                                      f"--xla_dump_to={dump}",
+                                      "--xla_dump_hlo_module_re=.*step_fn.*"])
   import jax
   jax.config.update("jax_platforms", "cpu")
   batch = args.batch_size or (1 if args.preset == "cyclegan" else
@@ -259,6 +325,11 @@ def main(argv=None) -> int:
     print(e, file=sys.stderr)
     return 2
   counts = count_kernels(hlo)
+  sequences = sorted(glob.glob(os.path.join(dump, "*thunk_sequence_after_thunk_passes.txt")))
+  if sequences:
+    with open(sequences[-1]) as f:
+      counts["thunks"] = host_launches(f.read(), loop_trip_counts(hlo))
+  shutil.rmtree(dump, ignore_errors=True)
   print(f"{args.preset}, batch {batch}, {args.dtype}, state {'' if donated else 'not '}donated: "
         f"one train step compiled for an {DEVICE_NAME} (deviceless; no autotuning)")
   print(report(counts))
@@ -268,7 +339,7 @@ def main(argv=None) -> int:
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"preset": args.preset, "batch_size": batch, "dtype": args.dtype,
-                 "donate": donated, "overrides": args.set,
+                 "donate": donated, "overrides": args.set, "xla_flags": args.xla_flags,
                  "target": DEVICE_NAME + " (deviceless compile)", "jax": jax.__version__,
                  "python": platform.python_version(), **counts}, f, indent=2)
   return 0

@@ -70,6 +70,44 @@ def test_counts_kernels_loop_trips_the_largest_branch_and_bytes():
   assert counts["hbm_bytes"] == 5 * 64 + 40 + 2 * 96 + 3 * 64
 
 
+# XLA's dump of an executable's thunks: a command buffer (CUDA graph) of two kernels, a
+# convolution and a kernel launched on their own, then a graph of one kernel.
+THUNKS = """000: kCommandBuffer [source        | next=003 (1) ]
+    001: kCustomKernel [source       | next=002 (1)] loop_add_fusion grid: [1, 1, 1] threads: [1, 1, 1]  shared_memory: 0 bytes
+    002: kCustomKernel [prev=001 (1) | sink        ] input_reduce_fusion grid: [64, 1, 1] threads: [128, 1, 1]  shared_memory: 0 bytes
+003: kConvolution   [prev=000 (1)  | next=004 (1) ] kConvolution
+004: kCustomKernel  [prev=003 (1)  | next=005 (1) ] loop_select_fusion grid: [512, 1, 1] threads: [128, 1, 1]  shared_memory: 0 bytes
+005: kCommandBuffer [prev=004 (1)  | sink ]
+    006: kCustomKernel [source       | sink        ] loop_convert_fusion grid: [8, 1, 1] threads: [128, 1, 1]  shared_memory: 0 bytes
+"""
+
+
+# A loop of 3 trips after one kernel: each trip checks the condition (a kernel), then runs a
+# graph of two kernels and a convolution.
+LOOP = """000: kCustomKernel  [source | next=001 (1) ] loop_add_fusion grid: [1, 1, 1] threads: [1, 1, 1]  shared_memory: 0 bytes
+001: kWhile         [prev=000 (1) | sink ]
+condition:
+    002: kCustomKernel [source | sink] loop_compare_fusion grid: [1, 1, 1] threads: [1, 1, 1]  shared_memory: 0 bytes
+  body:
+    000: kCommandBuffer [source       | next=005 (1) ]
+        003: kCustomKernel [source       | next=004 (1)] loop_add_fusion_16 grid: [1, 1, 1] threads: [1, 1, 1]  shared_memory: 0 bytes
+        004: kCustomKernel [prev=003 (1) | sink        ] loop_convert_fusion grid: [24, 1, 1] threads: [128, 1, 1]  shared_memory: 0 bytes
+    005: kConvolution   [prev=000 (1)  | sink ] kConvolution
+"""
+
+
+def test_host_launches_from_the_thunk_sequence():
+  assert gpu_kernels.host_launches(THUNKS) == {
+      "host_launches": 4, "command_buffers": 2, "kernels_in_command_buffers": 3,
+      "top_level": {"kCommandBuffer": 2, "kConvolution": 1, "kCustomKernel": 1}}
+  assert gpu_kernels.host_launches(LOOP, [3]) == {
+      "host_launches": 1 + 3 * 3, "command_buffers": 3, "kernels_in_command_buffers": 6,
+      "top_level": {"kCustomKernel": 4, "kCommandBuffer": 3, "kConvolution": 3}}
+  assert gpu_kernels.loop_trip_counts(
+      '  %while.1 = (s32[]) while(%t), condition=%c, body=%b, '
+      'backend_config={"known_trip_count":{"n":"5"}}') == [5]
+
+
 def test_target_config_describes_an_h100():
   text = gpu_kernels.target_config()
   assert "core_count: 132" in text and "cuda_compute_capability { major: 9 minor: 0 }" in text
@@ -114,6 +152,17 @@ def test_compiles_a_train_step_for_an_h100_without_one(tmp_path):
                 str(tmp_path / "donated.json"))
   donated = json.loads((tmp_path / "donated.json").read_text())
   assert donated["kinds"]["copy"] >= 7 and donated["kernels"] > counts["kernels"]
+  # What the host launches: the convolutions split the step's CUDA graphs by default.
+  thunks = counts["thunks"]
+  assert thunks["top_level"]["kConvolution"] == 20
+  assert thunks["host_launches"] == sum(thunks["top_level"].values()) > thunks["command_buffers"]
+  assert thunks["kernels_in_command_buffers"] + thunks["host_launches"] - thunks[
+      "command_buffers"] == counts["kernels"]
+  # One graph for every kernel and convolution: fewer launches (the GPU checks time it).
+  result = _run("--preset", "small", "--batch_size", "8", "--json", str(tmp_path / "f.json"),
+                "--xla_flags=--xla_gpu_graph_min_graph_size=1")
+  fewer = json.loads((tmp_path / "f.json").read_text())["thunks"]
+  assert fewer["host_launches"] < thunks["host_launches"]
 
 
 @pytest.mark.skipif(not HAS_PLUGIN, reason="needs JAX's CUDA plugin (pip install -e "
