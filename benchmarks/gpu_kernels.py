@@ -250,16 +250,10 @@ def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = Non
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
   from benchmarks import train_throughput
   from jaxgan import parallel
-  from jaxgan.experiment import build_task
-  config = train_throughput.config_for(preset, batch_size, dtype, 1)
-  for override in overrides:
-    key, value = override.split("=", 1)
-    value = json.loads(value)
-    config.update_from_flattened_dict({key: tuple(value) if isinstance(value, list) else value})
-  gpu = h100_device()
-  cpu = jax.local_devices(backend="cpu")[:1]
-  task = build_task(config, cpu)
-  state = task.init_state(jax.random.PRNGKey(0))
+  gpu = h100_device()  # first: without the plugin, fail before building anything
+  # JAX runs on the CPU here (main sets it), so the preset's task and state live there.
+  task, _, state, _ = train_throughput.build_preset(preset, batch_size, dtype, 1,
+                                                    overrides=overrides)
   start = train_throughput.PRESETS[preset][2]  # e.g. past the WGAN's 100-critic-step warm-up
   batch = jax.tree_util.tree_map(lambda x: x[0], task.train_batch(start))
   mesh = Mesh(np.asarray([gpu]), (parallel.AXIS,))
@@ -268,8 +262,9 @@ def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = Non
                                                                              PartitionSpec())),
       tree)
   # The program train.py pmaps; a mesh of one device stands in for pmap's axis.
-  program = jax.shard_map(task.step_function(), mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec()),
-                          out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+  replicated = (PartitionSpec(), PartitionSpec())
+  program = jax.shard_map(task.step_function(), mesh=mesh, in_specs=replicated,
+                          out_specs=replicated, check_vma=False)
   donate = task.donate_state if donate is None else donate
   compiled = jax.jit(program, donate_argnums=(0,) if donate else ()).lower(
       spec(state), spec(batch)).compile()

@@ -89,8 +89,10 @@ PEAK_TFLOPS = (
 TORCH_MODES = ("auto", "off", "only")
 
 
-def config_for(preset, batch_size, dtype, num_devices):
+def config_for(preset, batch_size, dtype, num_devices, overrides=()):
+  """A preset's config on fake data; `overrides`: "field.path=<JSON value>" strings."""
   import importlib
+  import json
   module, model, _ = PRESETS[preset]
   config = importlib.import_module(f"configs.{module}").get_config()
   config.model.update(model)
@@ -101,6 +103,10 @@ def config_for(preset, batch_size, dtype, num_devices):
   config.batch_size = batch_size
   config.dtype = dtype
   config.num_devices = num_devices
+  for override in overrides:
+    key, value = override.split("=", 1)
+    value = json.loads(value)
+    config.update_from_flattened_dict({key: tuple(value) if isinstance(value, list) else value})
   return config
 
 
@@ -188,12 +194,12 @@ class Phases:
     self.t = now
 
 
-def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None):
+def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None, overrides=()):
   """(task, devices, fresh state not yet replicated, pmapped step) of a preset."""
   import jax
   from jaxgan import parallel
   from jaxgan.experiment import build_task
-  config = config_for(preset, batch_size, dtype, num_devices)
+  config = config_for(preset, batch_size, dtype, num_devices, overrides)
   devices = parallel.local_devices(num_devices)
   task = build_task(config, devices)
   phase("data and model")

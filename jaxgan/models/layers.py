@@ -33,14 +33,19 @@ def _sums(a, b, axes):
   return jax.lax.reduce((a, b), (0.0, 0.0), lambda x, y: (x[0] + y[0], x[1] + y[1]), axes)
 
 
+def _device_means(ma, mb, axis_name):
+  """Two per-device means averaged over the devices of `axis_name` in one pmean."""
+  if axis_name is None:
+    return ma, mb
+  both = jax.lax.pmean(jnp.stack([ma, mb]), axis_name)
+  return both[0], both[1]
+
+
 def _means(a, b, axes, axis_name):
-  """Means of two arrays over `axes` and, with `axis_name`, over the devices (one pmean)."""
+  """Means of two arrays over `axes` and, with `axis_name`, over the devices."""
   n = np.prod([a.shape[i] for i in axes])
   ma, mb = _sums(a, b, axes)
-  if axis_name is None:
-    return ma / n, mb / n
-  both = jax.lax.pmean(jnp.stack([ma / n, mb / n]), axis_name)
-  return both[0], both[1]
+  return _device_means(ma / n, mb / n, axis_name)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -74,10 +79,8 @@ def _batch_norm_bwd(eps, axis_name, dtype, residuals, cotangents):
   x_hat = (x.astype(jnp.float32) - mean) * rstd
   sum_g, sum_gx = _sums(g, g * x_hat, axes)
   n = np.prod([x.shape[i] for i in axes])
-  mean_g, mean_gx = sum_g / n, sum_gx / n
-  if axis_name is not None:  # the statistics spanned the devices, so do their gradients
-    both = jax.lax.pmean(jnp.stack([mean_g, mean_gx]), axis_name)
-    mean_g, mean_gx = both[0], both[1]
+  # The statistics spanned the devices, so do their gradients (as autodiff of the pmean).
+  mean_g, mean_gx = _device_means(sum_g / n, sum_gx / n, axis_name)
   dx = (g - mean_g - x_hat * mean_gx) * (rstd * scale)
   return dx.astype(x.dtype), sum_gx.astype(scale.dtype), sum_g.astype(scale.dtype)
 
