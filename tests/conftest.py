@@ -29,6 +29,19 @@ def pytest_configure(config):
     jax.config.update(name, value)
     os.environ[name.upper()] = str(value)  # the CLIs the tests start share the cache
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+  """Drop each test module's compiled programs when it ends. XLA's CPU JIT maps every
+  executable's code into memory and keeps it while JAX caches the executable: the whole
+  suite in one process reached Linux's default 65,530 mappings per process
+  (vm.max_map_count), and the next compile crashed (LLVM could not map a section)."""
+  yield
+  import gc
+  import jax
+  jax.clear_caches()
+  gc.collect()
+
+
 SHARED_CIFAR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                             "cifar10-jpeg75.tar.xz")
 
