@@ -35,7 +35,8 @@
 #   ab          jaxgan's step before session 7 (.baseline/, commit 7b88581) and now, on the same
 #               machine: darknet 512 and cyclegan 1, bfloat16, no PyTorch. Session 7 cut the
 #               kernels per step by 28% and 44% but raised the host launches (graphs split;
-#               benchmarks/gpu_kernels.py): this measures which matters          (~5 min)
+#               benchmarks/gpu_kernels.py); session 8 stored conv kernels (out, kh, kw, in)
+#               and donates every state again: this measures what all that moved (~5 min)
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)

@@ -288,10 +288,10 @@ def _set(tensor, value):
 
 
 def _conv(conv, p):
-  """Flax Conv kernel HWIO -> Conv2d OIHW. A Flax ConvTranspose with transpose_kernel=True
-  holds the kernel (H, W, out, in) of the conv whose gradient it is, which is exactly what
+  """jaxgan's Conv kernel (out, H, W, in) -> Conv2d's (out, in, H, W). jaxgan's ConvTranspose
+  holds the kernel (in, H, W, out) of the conv whose gradient it is, which is exactly what
   ConvTranspose2d's (in, out, H, W) weight is: the same permutation, no spatial flip."""
-  _set(conv.weight, np.transpose(np.asarray(p["kernel"]), (3, 2, 0, 1)))
+  _set(conv.weight, np.transpose(np.asarray(p["kernel"]), (0, 3, 1, 2)))
   if conv.bias is not None:
     _set(conv.bias, p["bias"])
 
@@ -373,7 +373,7 @@ _COPIERS = {Darknet: _darknet, WideResNet: _wide_resnet, DCGANGenerator: _dcgan,
 def copy_flax_params(model: nn.Module, variables) -> nn.Module:
   """Load a Flax model's `{"params": ..., "batch_stats": ...}` into its torch twin (in place).
 
-  Convolution kernels HWIO -> OIHW (ConvTranspose too, see `_conv`), Dense (in, out) ->
+  Convolution kernels OHWI -> OIHW (ConvTranspose too, see `_conv`), Dense (in, out) ->
   Linear (out, in), BatchNorm scale/bias/mean/var -> weight/bias/running_mean/running_var.
   """
   _COPIERS[type(model)](model, variables["params"], variables.get("batch_stats", {}))

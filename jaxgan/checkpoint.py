@@ -6,6 +6,10 @@ finished (leftover temporary directories are removed on the next start).
 Each save also records per-array checksums in the metadata; a checkpoint
 that cannot be read or does not match them is moved aside to
 `<workdir>/damaged_checkpoints/` and the previous one is used.
+
+Convolution kernels are stored (out, kh, kw, in) (`layers.Conv`). Checkpoints
+written before that held them in flax's (kh, kw, in, out) and say nothing of
+their layout in the metadata; they are converted as they are restored.
 """
 import errno
 import json
@@ -25,6 +29,27 @@ from jaxgan import parallel
 from jaxgan.errors import ConfigError, WorkdirError
 
 PyTree = Any
+KERNEL_LAYOUT = {"conv_kernel_layout": "out,kh,kw,in"}
+
+
+def _is_conv_kernel(path, x) -> bool:
+  return bool(path) and getattr(path[-1], "key", None) == "kernel" and np.ndim(x) == 4
+
+
+def _in_flax_layout(target: PyTree) -> PyTree:
+  """Shapes and dtypes of `target` with each conv kernel (out, kh, kw, in) as (kh, kw, in, out)."""
+  def legacy(path, x):
+    if not _is_conv_kernel(path, x):
+      return ocp.utils.to_shape_dtype_struct(x)
+    return jax.ShapeDtypeStruct(tuple(x.shape[1:]) + tuple(x.shape[:1]), x.dtype,
+                                sharding=getattr(x, "sharding", None))
+  return jax.tree_util.tree_map_with_path(legacy, target)
+
+
+def _from_flax_layout(state: PyTree) -> PyTree:
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: np.ascontiguousarray(np.transpose(np.asarray(x), (3, 0, 1, 2)))
+      if _is_conv_kernel(p, x) else x, state)
 
 
 def checksums(state: PyTree) -> list:
@@ -75,7 +100,7 @@ class Checkpointer:
     checkpoints already on disk are left as they were.
     """
     state = jax.device_get(state)
-    meta = {**meta, "checksums": checksums(state)}
+    meta = {**meta, **KERNEL_LAYOUT, "checksums": checksums(state)}
     # Only process 0's arrays are written: a host whose replica drifted would vanish silently.
     differ = parallel.differing_processes(json.dumps(meta["checksums"]))
     if differ:
@@ -123,13 +148,18 @@ class Checkpointer:
     except Exception as e:
       if target is None:
         raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
-      try:  # readable as stored? then it is the target (the config) that does not fit
-        raw, _ = self._restore(step, None)
+      try:  # written before conv kernels were stored (out, kh, kw, in)?
+        state, meta = self._restore(step, _in_flax_layout(target))
       except Exception:
-        raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
-      raise ConfigError(_shape_mismatch(step, raw, target)) from e
+        try:  # readable as stored? then it is the target (the config) that does not fit
+          raw, _ = self._restore(step, None)
+        except Exception:
+          raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
+        raise ConfigError(_shape_mismatch(step, raw, target)) from e
     if "checksums" in meta and checksums(state) != meta["checksums"]:
       raise DamagedCheckpointError(f"step {step} does not match the checksums saved with it")
+    if meta.get("conv_kernel_layout") != KERNEL_LAYOUT["conv_kernel_layout"]:
+      state = _from_flax_layout(state)
     return state, meta
 
   def restore_latest_good(self, target: PyTree) -> tuple[PyTree | None, dict, int | None]:

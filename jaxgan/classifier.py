@@ -157,11 +157,6 @@ def lookahead(state, params, batch_stats, ema_config, steps_per_epoch: int, tota
 
 class ClassifierTask(Task):
   """Darknet / Wide-ResNet training on a device-resident dataset."""
-  # Donating the state costs a copy per updated kernel: the update fuses with the transpose
-  # of cuDNN's filter gradient, which XLA will not write in place (Darknet at batch 512:
-  # 684 kernels a step donated, 607 not; benchmarks/gpu_kernels.py). The price is a
-  # second copy of the parameters and optimizer state (tens of MB).
-  donate_state = False
 
   def __init__(self, config, devices, train: bool = True, stats: dict | None = None):
     self.config = config

@@ -106,11 +106,6 @@ class CycleGANTask(Task):
   throughput_unit = "iters"
   units_per_step = 1
   progress_keys = LOSS_NAMES
-  # A donated state costs a copy per updated array (1,413 kernels a step donated, 1,243 not,
-  # benchmarks/gpu_kernels.py): Adam's update of a conv kernel fuses with the transpose of
-  # its cuDNN gradient, and XLA will not write such a fusion in place. Not donating costs
-  # a second copy of the state (~0.4 GB) instead.
-  donate_state = False
 
   def __init__(self, config, devices, train: bool = True):
     validate(config)

@@ -31,15 +31,15 @@ def test_conv_transpose_equals_pytorch_semantics(k, s, p, op, size):
   layer = torch_conv_transpose(5, k, s, p, op, use_bias=False)
   v = layer.init(jax.random.PRNGKey(1), x)
   y = np.asarray(layer.apply(v, x))
-  kernel = np.asarray(v["params"]["kernel"], np.float64)  # (k, k, out, in)
-  weight = kernel.transpose(3, 2, 0, 1)  # PyTorch ConvTranspose2d layout (in, out, k, k)
+  kernel = np.asarray(v["params"]["kernel"], np.float64)  # (in, k, k, out)
+  weight = kernel.transpose(0, 3, 1, 2)  # PyTorch ConvTranspose2d layout (in, out, k, k)
   want = pytorch_conv_transpose_numpy(np.asarray(x, np.float64), weight, s, p, op)
   assert y.shape == want.shape == (2, (size - 1) * s - 2 * p + k + op,) * 1 + y.shape[2:]
   np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
   # It is also the gradient of the matching PyTorch Conv2d(k, s, p) (the definition).
   conv = lambda z: jax.lax.conv_general_dilated(z, jnp.asarray(kernel, jnp.float32), (s, s),
                                                 [(p, p), (p, p)],
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                                dimension_numbers=("NHWC", "OHWI", "NHWC"))
   _, vjp = jax.vjp(conv, jnp.zeros(y.shape))
   np.testing.assert_allclose(vjp(x)[0], y, rtol=1e-5, atol=1e-5)
 
@@ -56,8 +56,13 @@ def test_conv_transpose_gradients_match_flax_input_dilated_form(k, s, p, op):
                             transpose_kernel=True)
   w = jax.random.normal(jax.random.PRNGKey(2), ours.apply(v, x).shape)
   loss = lambda layer: lambda v, x: jnp.sum(jnp.sin(layer.apply(v, x)) * w)
-  for got, want in zip(jax.grad(loss(ours), argnums=(0, 1))(v, x),
-                       jax.grad(loss(theirs), argnums=(0, 1))(v, x)):
+  # flax's transpose_kernel=True kernel is (k, k, out, in); ours is (in, k, k, out).
+  to_flax = lambda v: {"params": {**v["params"], "kernel": v["params"]["kernel"].transpose(
+      1, 2, 3, 0)}}
+  theirs_grads = jax.grad(loss(theirs), argnums=(0, 1))(to_flax(v), x)
+  theirs_grads = ({"params": {**theirs_grads[0]["params"], "kernel": theirs_grads[0]["params"][
+      "kernel"].transpose(3, 0, 1, 2)}}, theirs_grads[1])
+  for got, want in zip(jax.grad(loss(ours), argnums=(0, 1))(v, x), theirs_grads):
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="output_padding"):
@@ -72,11 +77,12 @@ def test_same_padding_or_an_unflipped_kernel_is_not_pytorch_conv_transpose():
   ours = torch_conv_transpose(3, 3, 2, 1, 1, use_bias=False)
   v = ours.init(jax.random.PRNGKey(1), x)
   same = nn.ConvTranspose(3, (3, 3), (2, 2), padding="SAME", use_bias=False, transpose_kernel=True)
-  a, b = ours.apply(v, x), same.apply(v, x)
+  flax_v = {"params": {"kernel": v["params"]["kernel"].transpose(1, 2, 3, 0)}}  # (k, k, out, in)
+  a, b = ours.apply(v, x), same.apply(flax_v, x)
   assert a.shape == b.shape == (1, 8, 8, 3) and not np.allclose(a, b)
   # Without the kernel flip the values differ too.
   unflipped = nn.ConvTranspose(3, (3, 3), (2, 2), padding=((1, 2), (1, 2)), use_bias=False)
-  swapped = {"params": {"kernel": v["params"]["kernel"].transpose(0, 1, 3, 2)}}
+  swapped = {"params": {"kernel": v["params"]["kernel"].transpose(1, 2, 0, 3)}}  # (k, k, in, out)
   assert not np.allclose(a, unflipped.apply(swapped, x))
 
 

@@ -70,8 +70,8 @@ def test_conv_layer_batchnorm_uses_pytorch_momentum():
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 5, 5, 3))
   v = layer.init(jax.random.PRNGKey(1), x)
   _, upd = layer.apply(v, x, train=True, mutable=["batch_stats"])
-  conv = np.einsum("nhwc,co->nhwo", np.asarray(x, np.float64),
-                   np.asarray(v["params"]["Conv_0"]["kernel"][0, 0], np.float64))
+  conv = np.einsum("nhwc,oc->nhwo", np.asarray(x, np.float64),
+                   np.asarray(v["params"]["Conv_0"]["kernel"][:, 0, 0], np.float64))
   batch_mean, batch_var = conv.mean((0, 1, 2)), conv.var((0, 1, 2))
   stats = upd["batch_stats"]["BatchNorm_0"]
   np.testing.assert_allclose(stats["mean"], 0.01 * batch_mean, rtol=1e-4, atol=1e-6)
@@ -83,7 +83,7 @@ def test_conv_layer_output_is_leaky_relu_of_normalised_conv():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 2))
   v = layer.init(jax.random.PRNGKey(1), x)
   y, _ = layer.apply(v, x, train=True, mutable=["batch_stats"])
-  k = np.asarray(v["params"]["Conv_0"]["kernel"], np.float64)
+  k = np.asarray(v["params"]["Conv_0"]["kernel"], np.float64).transpose(1, 2, 3, 0)  # HWIO
   xp = np.pad(np.asarray(x, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))  # ks // 2
   conv = np.zeros((2, 6, 6, 3))
   for i in range(3):
@@ -113,11 +113,41 @@ def test_wide_resnet_matches_dawnbench_layout():
   kernels = [x for p, x in jax.tree_util.tree_flatten_with_path(v["params"])[0]
              if "kernel" in jax.tree_util.keystr(p)]
   assert len(kernels) == 1 + 18 + 1 + 3
-  widths = sorted({k.shape[-1] for k in kernels})
+  widths = sorted({k.shape[0] for k in kernels})  # (out, kh, kw, in)
   assert widths == [10, 16, 96, 192, 384]
   # fastai's BasicBlock widens in its first conv (ni -> nf -> nf): 16 -> 96 -> 96.
-  assert [k.shape for k in kernels if k.shape[:2] == (3, 3)][1:3] == [(3, 3, 16, 96),
-                                                                      (3, 3, 96, 96)]
+  assert [k.shape for k in kernels if k.shape[1:3] == (3, 3)][1:3] == [(96, 3, 3, 16),
+                                                                        (96, 3, 3, 96)]
   assert count_params(v["params"]) == 9_658_448  # counted by hand from fastai's wrn_22
   out = jax.eval_shape(lambda v, x: model.apply(v, x), v, jnp.zeros((2, 32, 32, 3)))
   assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("kernel,strides,padding,bias", [
+    ((3, 3), 1, 1, True), ((4, 4), 2, 1, False), ((1, 1), 2, "SAME", False),
+    ((2, 3), (1, 2), "VALID", True), ((3, 3), 2, "SAME", True)])
+def test_conv_is_flax_conv_with_the_kernel_stored_out_h_w_in(kernel, strides, padding, bias):
+  import flax.linen as nn
+  from jaxgan.models.layers import Conv, torch_default_kernel_init
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 5))
+  kw = dict(strides=strides, padding=padding, use_bias=bias,
+            kernel_init=torch_default_kernel_init, bias_init=jax.nn.initializers.normal(1.0))
+  ours, theirs = Conv(7, kernel, **kw), nn.Conv(7, kernel, **kw)
+  v, w = ours.init(jax.random.PRNGKey(1), x), theirs.init(jax.random.PRNGKey(1), x)
+  # The same draw (the initialiser sees flax's HWIO shape, so its fans), stored (O, H, W, I).
+  assert v["params"]["kernel"].shape == (7, *kernel, 5)
+  np.testing.assert_array_equal(v["params"]["kernel"], w["params"]["kernel"].transpose(3, 0, 1, 2))
+  if bias:
+    np.testing.assert_array_equal(v["params"]["bias"], w["params"]["bias"])
+  y = ours.apply(v, x)
+  np.testing.assert_allclose(y, theirs.apply(w, x), rtol=1e-5, atol=1e-5)
+  # Gradients too: the kernel's is flax's, transposed.
+  g = lambda m, p: jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x))))(p)["params"]["kernel"]
+  np.testing.assert_allclose(g(ours, v), g(theirs, w).transpose(3, 0, 1, 2), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_conv_rejects_an_unknown_padding_name():
+  from jaxgan.models.layers import Conv
+  with pytest.raises(ValueError, match="padding 'same'"):
+    Conv(3, (3, 3), padding="same").init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))

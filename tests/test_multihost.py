@@ -172,7 +172,7 @@ def test_two_hosts_whiten_fastnet_from_the_images_of_both(image_folder16, tmp_pa
   # sample would move them by ~10%.
   assert_same_params(multi, single, (2,), relative_norm=1e-3)
   kernel = checkpoint_params(multi, 2)["whiten"]["kernel"]
-  assert kernel.shape == (2, 2, 3, 24) and np.abs(kernel).max() > 1  # data-built, not random
+  assert kernel.shape == (24, 2, 2, 3) and np.abs(kernel).max() > 1  # data-built, not random
   for m, s in zip(eval_rows(multi), eval_rows(single)):
     np.testing.assert_allclose(m["loss"], s["loss"], rtol=1e-5)
     assert m["accuracy_translate_tta"] == s["accuracy_translate_tta"]

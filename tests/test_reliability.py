@@ -288,3 +288,33 @@ def test_images_smaller_than_the_training_size_are_scaled_up(tmp_path):
   images = read_images(str(tmp_path), 8, None, cache_dir=None)
   assert images.shape == (3, 8, 8, 3)
   np.testing.assert_array_equal(images[1], 40)  # a flat 2x2 image stays flat at 8x8
+
+
+def test_checkpoints_with_kernels_in_flax_layout_are_converted_as_they_restore(tmp_path,
+                                                                               monkeypatch):
+  from jaxgan import checkpoint
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  state = {"params": {"Conv_0": {"kernel": normal(8, 3, 3, 4), "bias": normal(8)},
+                      "Dense_0": {"kernel": normal(5, 2)}},
+           "opt": {"mu": {"Conv_0": {"kernel": normal(8, 3, 3, 4)}}}, "step": np.int32(7)}
+  # As jaxgan wrote them before conv kernels were stored (out, kh, kw, in): flax's
+  # (kh, kw, in, out), and no layout in the metadata.
+  old = jax.tree_util.tree_map(lambda x: x.transpose(1, 2, 3, 0) if x.ndim == 4 else x, state)
+  with monkeypatch.context() as m:
+    m.setattr(checkpoint, "KERNEL_LAYOUT", {})
+    ckpt = Checkpointer(str(tmp_path / "old"))
+    ckpt.save(1, old, {})
+    ckpt.close()
+  new = Checkpointer(str(tmp_path / "new"))
+  new.save(1, state, {})
+  new.close()
+  target = jax.tree_util.tree_map(np.zeros_like, state)
+  for workdir in ("old", "new"):
+    ckpt = Checkpointer(str(tmp_path / workdir))
+    for restored in (ckpt.restore(target)[0], ckpt.restore(None)[0]):
+      got = jax.tree_util.tree_leaves_with_path(restored)
+      want = jax.tree_util.tree_leaves_with_path(state)
+      assert [p for p, _ in got] == [p for p, _ in want]
+      for (_, a), (_, b) in zip(got, want):
+        np.testing.assert_array_equal(a, b)

@@ -68,11 +68,11 @@ def test_torch_whitening_equals_jaxgans_up_to_eigenvector_signs():
   base = rng.normal(size=(32, 10, 10, 1))
   x = np.concatenate([base, base + 0.5 * rng.normal(size=base.shape),
                       rng.normal(size=base.shape)], -1).astype(np.float32)
-  want = np.asarray(FastNet().whitening_kernel(jnp.asarray(x)))  # HWIO
+  want = np.asarray(FastNet().whitening_kernel(jnp.asarray(x)))  # (out, kh, kw, in)
   net = torch_recipes.FastNet()
   net.init_whitening(torch.from_numpy(x).permute(0, 3, 1, 2))
-  got = net.whiten.weight.detach().numpy().transpose(2, 3, 1, 0)
-  sign = np.sign((got * want).sum(axis=(0, 1, 2)))
+  got = net.whiten.weight.detach().numpy().transpose(0, 2, 3, 1)
+  sign = np.sign((got * want).sum(axis=(1, 2, 3)))[:, None, None, None]
   assert set(np.unique(sign)) <= {-1.0, 1.0}
   np.testing.assert_allclose(got * sign, want, rtol=1e-3, atol=1e-3)
 

@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import dcgan_normal_init, instance_norm, reflect_pad, torch_conv_transpose
+from jaxgan.models.layers import (Conv, dcgan_normal_init, instance_norm, reflect_pad,
+                                  torch_conv_transpose)
 
 Dtype = Any
 _INIT = dict(kernel_init=dcgan_normal_init(), bias_init=nn.initializers.zeros)
@@ -32,9 +33,9 @@ class ResnetBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    h = nn.relu(instance_norm(nn.Conv(c, (3, 3), padding=0, dtype=self.dtype, **_INIT)(
+    h = nn.relu(instance_norm(Conv(c, (3, 3), padding=0, dtype=self.dtype, **_INIT)(
         reflect_pad(x, 1))))
-    h = instance_norm(nn.Conv(c, (3, 3), padding=0, dtype=self.dtype, **_INIT)(reflect_pad(h, 1)))
+    h = instance_norm(Conv(c, (3, 3), padding=0, dtype=self.dtype, **_INIT)(reflect_pad(h, 1)))
     return x + h
 
 
@@ -53,8 +54,8 @@ class ResnetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda f, k, s=1, p=0: nn.Conv(f, (k, k), strides=s, padding=p, dtype=self.dtype,
-                                          **_INIT)
+    conv = lambda f, k, s=1, p=0: Conv(f, (k, k), strides=s, padding=p, dtype=self.dtype,
+                                       **_INIT)
     x = x.astype(self.dtype)
     x = nn.relu(instance_norm(conv(self.ngf, 7)(reflect_pad(x, 3))))
     for mult in (2, 4):
@@ -98,7 +99,7 @@ class PatchDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda f, s: nn.Conv(f, (4, 4), strides=s, padding=1, dtype=self.dtype, **_INIT)
+    conv = lambda f, s: Conv(f, (4, 4), strides=s, padding=1, dtype=self.dtype, **_INIT)
     x = nn.leaky_relu(conv(self.ndf, 2)(x.astype(self.dtype)), 0.2)
     for n in range(1, self.n_layers + 1):
       stride = 2 if n < self.n_layers else 1

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxgan.models.layers import (activation, batch_norm, identity_init,
+from jaxgan.models.layers import (Conv, activation, batch_norm, identity_init,
                                   torch_default_bias_init, torch_default_kernel_init)
 
 Dtype = Any
@@ -50,8 +50,8 @@ class ConvLayer(nn.Module):
   def __call__(self, x, train: bool = False):
     ks = self.kernel_size
     init = identity_init() if self.identity_init else torch_default_kernel_init
-    conv = nn.Conv(self.features, (ks, ks), strides=self.strides, padding=ks // 2,
-                   use_bias=False, dtype=self.dtype, kernel_init=init)
+    conv = Conv(self.features, (ks, ks), strides=self.strides, padding=ks // 2,
+                use_bias=False, dtype=self.dtype, kernel_init=init)
     norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype, eps=self.bn_eps,
                       use_scale=self.bn_scale)
     act = activation(self.act)
@@ -96,12 +96,12 @@ class ResLayer(nn.Module):
       h = activation(self.act)(norm(x, use_running_average=not train))
     shortcut = x
     if nf != ni or self.strides != 1:
-      shortcut = nn.Conv(nf, (1, 1), strides=self.strides, use_bias=False, dtype=self.dtype,
-                         kernel_init=torch_default_kernel_init)(h)
+      shortcut = Conv(nf, (1, 1), strides=self.strides, use_bias=False, dtype=self.dtype,
+                      kernel_init=torch_default_kernel_init)(h)
     for i, (ks, width, stride) in enumerate(zip(self.kernel_sizes, widths, strides)):
       if self.preact and i == 0:  # BN-act already applied above
-        h = nn.Conv(width, (ks, ks), strides=stride, padding=ks // 2, use_bias=False,
-                    dtype=self.dtype, kernel_init=torch_default_kernel_init)(h)
+        h = Conv(width, (ks, ks), strides=stride, padding=ks // 2, use_bias=False,
+                 dtype=self.dtype, kernel_init=torch_default_kernel_init)(h)
       else:
         h = ConvLayer(width, ks, stride, preact=self.preact, **layer)(h, train)
     return shortcut + h
@@ -175,16 +175,16 @@ class WideResNet(nn.Module):
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.stem_conv = nn.Conv(self.stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
-                             kernel_init=torch_default_kernel_init)
+    self.stem_conv = Conv(self.stem, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                          kernel_init=torch_default_kernel_init)
     self.layers = [
         ResLayer(self.bottleneck, self.kernel_sizes, features=width,
                  strides=stride if b == 0 else 1, preact=True, act=self.act,
                  bn_momentum=self.bn_momentum, axis_name=self.axis_name, dtype=self.dtype)
         for width, stride in zip(self.widths, self.strides) for b in range(self.blocks_per_group)]
     self.final_norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype)
-    self.head = nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype,
-                        kernel_init=torch_default_kernel_init)
+    self.head = Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype,
+                     kernel_init=torch_default_kernel_init)
 
   def features(self, x, train: bool = False):
     """Pooled, normalised features (N, last width), the input of the 1x1 classifier conv."""

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.layers import (batch_norm, dcgan_bn_scale_init, dcgan_normal_init,
+from jaxgan.models.layers import (Conv, batch_norm, dcgan_bn_scale_init, dcgan_normal_init,
                                   torch_conv_transpose)
 
 Dtype = Any
@@ -63,7 +63,7 @@ class DCGANGenerator(nn.Module):
     if self.upsample == "deconv":
       return torch_conv_transpose(features, 4, 2, 1, **init)
     if self.upsample == "resize":
-      conv = nn.Conv(features, (3, 3), padding=1, **init)
+      conv = Conv(features, (3, 3), padding=1, **init)
       def up(x):
         n, h, w, c = x.shape
         return conv(jax.image.resize(x, (n, 2 * h, 2 * w, c), "nearest"))
@@ -119,8 +119,8 @@ class DCGANCritic(nn.Module):
     init = dict(use_bias=False, dtype=self.dtype, kernel_init=dcgan_normal_init())
 
     def block(x, features, k, stride, bn=True):
-      x = nn.leaky_relu(nn.Conv(features, (k, k), strides=stride, padding=k // 2 // stride,
-                                **init)(x), 0.2)
+      x = nn.leaky_relu(Conv(features, (k, k), strides=stride, padding=k // 2 // stride,
+                             **init)(x), 0.2)
       if bn and self.batch_norm:
         norm = batch_norm(self.bn_momentum, self.axis_name, self.dtype,
                           scale_init=dcgan_bn_scale_init)
@@ -134,5 +134,5 @@ class DCGANCritic(nn.Module):
     while csize > 4:
       cndf, csize = cndf * 2, csize // 2
       x = block(x, cndf, 4, 2)
-    x = nn.Conv(1, (4, 4), padding=0, **init)(x)
+    x = Conv(1, (4, 4), padding=0, **init)(x)
     return x.reshape(x.shape[0]).astype(jnp.float32)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgan.models.darknet import ConvLayer
-from jaxgan.models.layers import activation, torch_default_kernel_init
+from jaxgan.models.layers import Conv, activation, torch_default_kernel_init
 
 Dtype = Any
 
@@ -37,9 +37,9 @@ class FastNet(nn.Module):
 
   def setup(self):
     k = self.whiten_kernel_size
-    self.whiten = nn.Conv(2 * 3 * k * k, (k, k), padding="VALID", use_bias=True,
-                          dtype=self.dtype, kernel_init=torch_default_kernel_init,
-                          bias_init=nn.initializers.zeros)
+    self.whiten = Conv(2 * 3 * k * k, (k, k), padding="VALID", use_bias=True,
+                       dtype=self.dtype, kernel_init=torch_default_kernel_init,
+                       bias_init=nn.initializers.zeros)
     layer = dict(act=self.act, bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, bn_scale=False,
                  identity_init=True, axis_name=self.axis_name, dtype=self.dtype)
     self.layers = [ConvLayer(w, 3, pool=pool, **layer) for w in self.widths for pool in (2, 1)]
@@ -62,7 +62,7 @@ class FastNet(nn.Module):
 
   def patch_moment(self, images: jax.Array) -> jax.Array:
     """Uncentred second moment (as airbench computes it) of the k x k patches of normalised
-    NHWC float images, rows in HWC order (an HWIO kernel's inputs)."""
+    NHWC float images, rows in HWC order (the order of a filter's inputs)."""
     k = self.whiten_kernel_size
     n, h, w, c = images.shape
     x = jnp.asarray(images, jnp.float32)
@@ -72,14 +72,16 @@ class FastNet(nn.Module):
     return jnp.matmul(flat.T, flat, precision=jax.lax.Precision.HIGHEST) / flat.shape[0]
 
   def whitening_from_moment(self, moment: jax.Array, eps: float = 5e-4) -> jax.Array:
-    """The HWIO kernel: eigenvectors by decreasing eigenvalue over sqrt(eigenvalue + eps),
-    then their negatives, so the GELU after the layer sees each direction with both signs."""
+    """The whitening layer's kernel, (out, k, k, in) as `Conv` stores it: eigenvectors by
+    decreasing eigenvalue over sqrt(eigenvalue + eps), then their negatives, so the GELU
+    after the layer sees each direction with both signs."""
     k = self.whiten_kernel_size
     evals, evecs = jnp.linalg.eigh(moment)
     evals, evecs = evals[::-1], evecs[:, ::-1]
-    filters = (evecs / jnp.sqrt(evals + eps)).reshape(k, k, -1, moment.shape[0])
-    return jnp.concatenate([filters, -filters], axis=-1)
+    filters = (evecs / jnp.sqrt(evals + eps)).T.reshape(moment.shape[0], k, k, -1)
+    return jnp.concatenate([filters, -filters], axis=0)
 
   def whitening_kernel(self, images: jax.Array, eps: float = 5e-4) -> jax.Array:
-    """The whitening layer's HWIO kernel from normalised NHWC float images."""
+    """The whitening layer's kernel (`whitening_from_moment`) from normalised NHWC float
+    images."""
     return self.whitening_from_moment(self.patch_moment(images), eps)

@@ -184,9 +184,10 @@ def count_params(params) -> int:
 
 
 def identity_init(base_init=torch_default_kernel_init):
-  """PyTorch's `dirac_` on the first `in_features` filters of an HWIO conv kernel, `base_init`
-  for the rest: a conv with at least as many outputs as inputs starts by passing each input
-  channel through, an implicit residual (airbench's conv init)."""
+  """PyTorch's `dirac_` on the first `in_features` filters of a conv kernel of flax's shape
+  (kh, kw, in, out), which `Conv` gives its `kernel_init`; `base_init` for the rest: a conv
+  with at least as many outputs as inputs starts by passing each input channel through, an
+  implicit residual (airbench's conv init)."""
 
   def init(key, shape, dtype=jnp.float32):
     h, w, cin, cout = shape
@@ -208,9 +209,63 @@ def dcgan_bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
+# Kernels are stored (out, kh, kw, in): the layout cuDNN works in on NHWC images in half
+# precision, and PyTorch's channels_last weight. With flax's (kh, kw, in, out), XLA transposes
+# every filter gradient inside the optimiser's update, and will not write such an update in
+# place, so a donated train state cost a copy per kernel and its optimiser buffers (164 in a
+# CycleGAN step, 77 in the Darknet's; benchmarks/gpu_kernels.py).
+_DIMENSIONS = ("NHWC", "OHWI", "NHWC")
+
+
+def _ohwi_init(init, hwio_shape):
+  """An initialiser of the stored kernel that calls flax-style `init` with the (kh, kw, in, out)
+  shape its fans are defined on: the values nn.Conv would draw, transposed."""
+  return lambda key, shape, dtype: jnp.transpose(init(key, hwio_shape, dtype), (3, 0, 1, 2))
+
+
+def _pair(v) -> tuple:
+  return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Conv(nn.Module):
+  """flax.linen.Conv on NHWC images with the kernel stored (out, kh, kw, in) (see
+  `_DIMENSIONS`); `kernel_init` gets flax's (kh, kw, in, out) shape.
+
+  `padding`: pixels on each side (fast.ai's ks // 2), or "SAME" / "VALID".
+  """
+  features: int
+  kernel_size: int | tuple
+  strides: int | tuple = 1
+  padding: int | str = "SAME"
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = _pair(self.kernel_size)
+    cin = x.shape[-1]
+    kernel = self.param("kernel", _ohwi_init(self.kernel_init, (kh, kw, cin, self.features)),
+                        (self.features, kh, kw, cin), self.param_dtype)
+    if isinstance(self.padding, str):
+      if self.padding not in ("SAME", "VALID"):
+        raise ValueError(f"padding {self.padding!r}: use a number of pixels, 'SAME' or 'VALID'")
+      padding = self.padding
+    else:
+      padding = tuple((p, p) for p in _pair(self.padding))
+    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype),
+                                     _pair(self.strides), padding, dimension_numbers=_DIMENSIONS)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(
+          self.dtype)
+    return y
+
+
 def _strided_conv(z, kernel, stride: int, padding: int):
   return jax.lax.conv_general_dilated(z, kernel, (stride, stride), ((padding, padding),) * 2,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                      dimension_numbers=_DIMENSIONS)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -218,7 +273,7 @@ def conv_transpose(x, kernel, stride: int, padding: int, out_hw: tuple):
   """The input gradient of `_strided_conv(z, kernel, stride, padding)` at cotangent x,
   for z of spatial size out_hw: PyTorch's conv_transpose2d. The VJP says what each
   gradient is in terms of that forward conv, which XLA maps onto cuDNN's kernels."""
-  z = jax.ShapeDtypeStruct((x.shape[0], *out_hw, kernel.shape[2]), x.dtype)
+  z = jax.ShapeDtypeStruct((x.shape[0], *out_hw, kernel.shape[3]), x.dtype)
   return jax.linear_transpose(lambda z: _strided_conv(z, kernel, stride, padding), z)(x)[0]
 
 
@@ -241,8 +296,9 @@ class ConvTranspose(nn.Module):
 
   A transposed convolution is the input gradient of the strided convolution
   Conv2d(k, stride, padding) that it undoes (`conv_transpose`). Its kernel
-  (k, k, out, in) is that conv's HWIO kernel: PyTorch's (in, out, k, k)
-  weight permuted, no flip. Output size (n-1)*s - 2p + k + op.
+  (in, k, k, out) is that conv's kernel, stored like `Conv`'s: PyTorch's
+  (in, out, k, k) weight permuted, no flip. `kernel_init` gets the (k, k, out,
+  in) shape of that conv in flax's layout. Output size (n-1)*s - 2p + k + op.
 
   The custom gradient matters for speed: autodiff of the input-dilated conv
   (flax's ConvTranspose, or `conv_transpose` without its VJP) leaves XLA a
@@ -267,8 +323,9 @@ class ConvTranspose(nn.Module):
       raise ValueError(f"padding {p} > kernel_size - 1 is not supported")
     if not 0 <= op < s:
       raise ValueError(f"output_padding {op} must be in [0, stride={s}), as in PyTorch")
-    kernel = self.param("kernel", self.kernel_init, (k, k, self.features, x.shape[-1]),
-                        self.param_dtype)
+    cin = x.shape[-1]
+    kernel = self.param("kernel", _ohwi_init(self.kernel_init, (k, k, self.features, cin)),
+                        (cin, k, k, self.features), self.param_dtype)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     out_hw = tuple((n - 1) * s - 2 * p + k + op for n in x.shape[1:3])
     y = conv_transpose(x, kernel, s, p, out_hw)
