@@ -40,7 +40,7 @@ def _in_flax_layout(target: PyTree) -> PyTree:
   """Shapes and dtypes of `target` with each conv kernel (out, kh, kw, in) as (kh, kw, in, out)."""
   def legacy(path, x):
     if not _is_conv_kernel(path, x):
-      return ocp.utils.to_shape_dtype_struct(x)
+      return x
     return jax.ShapeDtypeStruct(tuple(x.shape[1:]) + tuple(x.shape[:1]), x.dtype,
                                 sharding=getattr(x, "sharding", None))
   return jax.tree_util.tree_map_with_path(legacy, target)
@@ -144,22 +144,25 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     try:
-      state, meta = self._restore(step, target)
+      legacy = "conv_kernel_layout" not in self.restore_meta(step)
+      stored = target if target is None or not legacy else _in_flax_layout(target)
+      state, meta = self._restore(step, stored)
     except Exception as e:
       if target is None:
         raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
-      try:  # written before conv kernels were stored (out, kh, kw, in)?
-        state, meta = self._restore(step, _in_flax_layout(target))
+      try:  # readable as stored? then it is the target (the config) that does not fit
+        raw, _ = self._restore(step, None)
       except Exception:
-        try:  # readable as stored? then it is the target (the config) that does not fit
-          raw, _ = self._restore(step, None)
-        except Exception:
-          raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
-        raise ConfigError(_shape_mismatch(step, raw, target)) from e
+        raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
+      raise ConfigError(_shape_mismatch(step, raw, target)) from e
     if "checksums" in meta and checksums(state) != meta["checksums"]:
       raise DamagedCheckpointError(f"step {step} does not match the checksums saved with it")
-    if meta.get("conv_kernel_layout") != KERNEL_LAYOUT["conv_kernel_layout"]:
+    if legacy:
       state = _from_flax_layout(state)
+    # Orbax restores an array into a target of the same size whatever its shape.
+    shapes = lambda tree: [np.shape(x) for x in jax.tree_util.tree_leaves(tree)]
+    if target is not None and shapes(state) != shapes(target):
+      raise ConfigError(_shape_mismatch(step, state, target))
     return state, meta
 
   def restore_latest_good(self, target: PyTree) -> tuple[PyTree | None, dict, int | None]:
@@ -220,7 +223,9 @@ def _shape_mismatch(step: int, raw: PyTree, target: PyTree) -> str:
 
   have, want = shapes(raw), shapes(target)
   missing = [s for s in want if s not in have][:3]
+  example = (f"e.g. shapes {missing} are not in the checkpoint" if missing else
+             "the same shapes, on other arrays")
   return (f"checkpoint step {step} holds {len(have)} arrays that do not fit the model this config "
-          f"builds ({len(want)} arrays; e.g. shapes {missing} are not in the checkpoint). The "
+          f"builds ({len(want)} arrays; {example}). The "
           "config differs from the one the run was trained with: use a new --workdir, or the "
           "saved values (see config.json in the workdir).")

@@ -318,3 +318,9 @@ def test_checkpoints_with_kernels_in_flax_layout_are_converted_as_they_restore(t
       assert [p for p, _ in got] == [p for p, _ in want]
       for (_, a), (_, b) in zip(got, want):
         np.testing.assert_array_equal(a, b)
+  # A checkpoint that records the layout never takes the old-layout path: a changed model
+  # whose kernels, read in the old layout, would have the stored shapes does not fit it.
+  permuted = jax.tree_util.tree_map(lambda x: x.transpose(3, 0, 1, 2) if x.ndim == 4 else x,
+                                    target)
+  with pytest.raises(ConfigError, match="do not fit"):
+    Checkpointer(str(tmp_path / "new")).restore(permuted)

@@ -67,7 +67,9 @@ def random_variables(model, x, seed=0, **kwargs):
     elif name.endswith("['mean']") or name.endswith("['bias']"):
       leaves.append(rng.normal(0, 0.2, shape))
     else:
-      bound = 1 / np.sqrt(np.prod(shape[:-1]))
+      # Fan-in: a conv kernel is (out, kh, kw, in) (ConvTranspose: (in, k, k, out), whose
+      # PyTorch fan-in is also k * k * out), a Dense kernel (in, out).
+      bound = 1 / np.sqrt(np.prod(shape[1:] if len(shape) == 4 else shape[:-1]))
       leaves.append(rng.uniform(-bound, bound, shape))
   tree = jax.tree_util.tree_structure(shapes)
   return jax.tree_util.tree_unflatten(tree, [jnp.asarray(v, jnp.float32) for v in leaves])
