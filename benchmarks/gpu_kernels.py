@@ -62,6 +62,10 @@ H100_SXM = {  # GpuTargetConfigProto fields; values from NVIDIA's H100 SXM data 
 }
 DEVICE_NAME = "NVIDIA H100 80GB HBM3"
 CUDNN_VERSION = (9, 10)
+# Without a CUDA runtime and driver version (>= 12.3) XLA leaves cuBLAS, cuDNN, custom calls
+# and convolutions out of its CUDA graphs (command_buffer_conversion_pass.cc), which a GPU
+# machine would not: its graphs would be misjudged.
+VERSIONS = {"driver_version": "13.0.0", "runtime_version": "12.9.0"}
 NOT_KERNELS = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "while",
                "conditional", "call", "after-all", "partition-id", "replica-id",
                "opt-barrier"}
@@ -93,6 +97,7 @@ class PluginMissing(RuntimeError):
 def target_config(spec=H100_SXM, name=DEVICE_NAME, cudnn=CUDNN_VERSION) -> str:
   """The text-format GpuTargetConfigProto that XLA compiles against."""
   fields = "\n".join(f"  {k}: {v}" for k, v in spec.items())
+  fields += "".join(f'\n  {k}: "{v}"' for k, v in VERSIONS.items())
   return (f"gpu_device_info {{\n{fields}\n  cuda_compute_capability {{ major: 9 minor: 0 }}\n}}\n"
           f'platform_name: "CUDA"\ndnn_version_info {{ major: {cudnn[0]} minor: {cudnn[1]} }}\n'
           f'device_description_str: "{name}"\n')

@@ -112,6 +112,8 @@ def test_target_config_describes_an_h100():
   text = gpu_kernels.target_config()
   assert "core_count: 132" in text and "cuda_compute_capability { major: 9 minor: 0 }" in text
   assert 'device_description_str: "NVIDIA H100 80GB HBM3"' in text
+  # A CUDA version: below 12.3 (or none) XLA keeps cuBLAS, cuDNN and convolutions out of graphs.
+  assert 'runtime_version: "12.' in text and 'driver_version: "13.' in text
   assert text.count("{") == text.count("}")
 
 
@@ -159,11 +161,14 @@ def test_compiles_a_train_step_for_an_h100_without_one(tmp_path):
   assert thunks["host_launches"] == sum(thunks["top_level"].values()) > thunks["command_buffers"]
   assert thunks["kernels_in_command_buffers"] + thunks["host_launches"] - thunks[
       "command_buffers"] == counts["kernels"]
-  # One graph for every kernel and convolution: fewer launches (the GPU checks time it).
+  # Convolutions captured too (CONVOLUTION, off by default) and no minimum graph size: the
+  # whole step is one CUDA graph (the GPU checks time it).
   result = _run("--preset", "small", "--batch_size", "8", "--json", str(tmp_path / "f.json"),
-                "--xla_flags=--xla_gpu_graph_min_graph_size=1")
-  fewer = json.loads((tmp_path / "f.json").read_text())["thunks"]
-  assert fewer["host_launches"] < thunks["host_launches"]
+                "--xla_flags=--xla_gpu_enable_command_buffer=+CONVOLUTION "
+                "--xla_gpu_graph_min_graph_size=1")
+  one = json.loads((tmp_path / "f.json").read_text())["thunks"]
+  assert one["host_launches"] == one["command_buffers"] == 1
+  assert one["kernels_in_command_buffers"] == counts["kernels"]
 
 
 @pytest.mark.skipif(not HAS_PLUGIN, reason="needs JAX's CUDA plugin (pip install -e "
