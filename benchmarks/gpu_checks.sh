@@ -5,9 +5,10 @@
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
 #                 the code before session 7 -> .baseline/)
-#   device tool:  run(command="DEADLINE=330 bash benchmarks/gpu_checks.sh ab",
-#                     carry=[".whl", ".data", ".baseline"], timeout_s=350)
-#   then, warm:   "flags", then "profile_cyclegan", with DEADLINE = device time left (status) - 60
+#   device tool:  run(command="DEADLINE=400 bash benchmarks/gpu_checks.sh flags",
+#                     carry=[".whl", ".data", ".baseline"], timeout_s=420)
+#   then, warm:   "ab", then "profile_cyclegan" (under the winning XLA_FLAGS), each with
+#                 DEADLINE = device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
@@ -40,6 +41,8 @@
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
+#               Compiled without a GPU, the second and third make each step one CUDA graph
+#               (1 host launch instead of 335 for darknet 512, 1,071 for cyclegan)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
 # wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
 # profile_cyclegan, flags, darknet_compile.
