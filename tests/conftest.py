@@ -29,6 +29,7 @@ def pytest_configure(config):
     jax.config.update(name, value)
     os.environ[name.upper()] = str(value)  # the CLIs the tests start share the cache
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
   """Drop each test module's compiled programs when it ends. XLA's CPU JIT maps every

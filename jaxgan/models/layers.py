@@ -214,7 +214,18 @@ def dcgan_bn_scale_init(key, shape, dtype=jnp.float32):
 # every filter gradient inside the optimiser's update, and will not write such an update in
 # place, so a donated train state cost a copy per kernel and its optimiser buffers (164 in a
 # CycleGAN step, 77 in the Darknet's; benchmarks/gpu_kernels.py).
-_DIMENSIONS = ("NHWC", "OHWI", "NHWC")
+def _conv(x, kernel, strides, padding):
+  """NHWC images convolved with a stored (out, kh, kw, in) kernel; `padding` as lax takes it."""
+  return jax.lax.conv_general_dilated(x, kernel, _pair(strides), padding,
+                                      dimension_numbers=("NHWC", "OHWI", "NHWC"))
+
+
+def _add_bias(module, y):
+  """`y` plus the module's `bias` parameter (features,), if it has one."""
+  if not module.use_bias:
+    return y
+  bias = module.param("bias", module.bias_init, (module.features,), module.param_dtype)
+  return y + bias.astype(module.dtype)
 
 
 def _ohwi_init(init, hwio_shape):
@@ -229,7 +240,7 @@ def _pair(v) -> tuple:
 
 class Conv(nn.Module):
   """flax.linen.Conv on NHWC images with the kernel stored (out, kh, kw, in) (see
-  `_DIMENSIONS`); `kernel_init` gets flax's (kh, kw, in, out) shape.
+  `_conv`); `kernel_init` gets flax's (kh, kw, in, out) shape.
 
   `padding`: pixels on each side (fast.ai's ks // 2), or "SAME" / "VALID".
   """
@@ -255,17 +266,12 @@ class Conv(nn.Module):
       padding = self.padding
     else:
       padding = tuple((p, p) for p in _pair(self.padding))
-    y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype),
-                                     _pair(self.strides), padding, dimension_numbers=_DIMENSIONS)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(
-          self.dtype)
-    return y
+    return _add_bias(self, _conv(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
+                                 padding))
 
 
 def _strided_conv(z, kernel, stride: int, padding: int):
-  return jax.lax.conv_general_dilated(z, kernel, (stride, stride), ((padding, padding),) * 2,
-                                      dimension_numbers=_DIMENSIONS)
+  return _conv(z, kernel, stride, ((padding, padding),) * 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -328,11 +334,7 @@ class ConvTranspose(nn.Module):
                         (cin, k, k, self.features), self.param_dtype)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     out_hw = tuple((n - 1) * s - 2 * p + k + op for n in x.shape[1:3])
-    y = conv_transpose(x, kernel, s, p, out_hw)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(
-          self.dtype)
-    return y
+    return _add_bias(self, conv_transpose(x, kernel, s, p, out_hw))
 
 
 def torch_conv_transpose(features: int, kernel_size: int, stride: int = 1, padding: int = 0,
