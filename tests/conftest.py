@@ -23,6 +23,7 @@ def pytest_configure(config):
   import tempfile
   import jax
   cache = os.environ.get("JAXGAN_TEST_COMPILE_CACHE") or tempfile.mkdtemp(prefix="jaxgan-xla-")
+  os.environ["JAXGAN_TEST_COMPILE_CACHE"] = cache  # pytest-xdist's workers inherit it
   settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0.5,
               "jax_persistent_cache_min_entry_size_bytes": 0}
   for name, value in settings.items():
