@@ -15,4 +15,7 @@ def add_run_fields(config, log_every_steps: int, eval_every_epochs: int,
   config.keep_checkpoints = 3
   config.on_nonfinite = "stop"  # "stop" at the first NaN/Inf, or "skip" that update and count it
   config.progress_bar = True
+  # Compiled programs kept across runs, so a rerun or resume starts at once: "" =
+  # ~/.cache/jaxgan/xla ($JAXGAN_CACHE_DIR/xla), "none" = compile afresh, or a folder.
+  config.compilation_cache = ""
   return config

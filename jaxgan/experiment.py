@@ -88,6 +88,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise ConfigError(f"--config.num_devices: {e}") from None
   validate_config(config, len(devices) * jax.process_count())
   check_same_config_on_all_hosts(config)  # before the hosts' first collective can diverge
+  parallel.use_compilation_cache(config.get("compilation_cache", ""))
   with WorkdirLock(workdir):
     task = build_task(config, devices)
     return run(task, config, workdir, devices)
@@ -106,7 +107,9 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   eval.png).
   """
   from jaxgan.loop import load_config
-  task = load_config(workdir).get("task", "classifier")
+  saved = load_config(workdir)
+  parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
+  task = saved.get("task", "classifier")
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
     return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices,
@@ -126,7 +129,9 @@ def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "A
               resize: int = 0) -> dict:
   """Translate a folder of images with a CycleGAN workdir's latest generators."""
   from jaxgan.loop import load_config
-  task = load_config(workdir).get("task", "classifier")
+  saved = load_config(workdir)
+  parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
+  task = saved.get("task", "classifier")
   if task != "cyclegan":
     raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
                       "one (trained with configs/cyclegan_*.py)")

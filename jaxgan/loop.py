@@ -37,7 +37,7 @@ RESUME_SAFE_FIELDS = frozenset({
     "checkpoint_every_epochs", "keep_checkpoints", "progress_bar", "sample_every_steps",
     "num_grid_samples", "num_devices", "distributed", "dataset", "tfds_data_dir", "download",
     "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits", "critic_loop",
-    "bad_images", "on_nonfinite"})
+    "bad_images", "on_nonfinite", "compilation_cache"})
 
 
 class Task:
@@ -266,8 +266,9 @@ def check_resumable(config, workdir: str) -> None:
         f"{path}). Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}.")
 
 
-# Where each host finds its data may differ; everything else must match across hosts.
-HOST_LOCAL_FIELDS = frozenset({"dataset", "tfds_data_dir", "download", "cache_dir"})
+# Where each host finds its data and keeps its caches may differ; all else must match.
+HOST_LOCAL_FIELDS = frozenset({"dataset", "tfds_data_dir", "download", "cache_dir",
+                               "compilation_cache"})
 
 
 def check_same_config_on_all_hosts(config) -> None:

@@ -7,6 +7,7 @@ maintenance mode in current JAX).
 """
 import contextlib
 import hashlib
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -45,6 +46,51 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         "TPU pod or a SLURM/Open MPI job, set JAX_COORDINATOR_ADDRESS=<host0>:<port>, "
         "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host; for one host, leave "
         "--config.distributed False.") from e
+
+
+# Big enough for a few hundred train and eval programs (a GPU step's executable is tens of MB);
+# the least recently used are deleted beyond it.
+COMPILATION_CACHE_MAX_BYTES = 4 * 2 ** 30
+
+
+def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
+  """Keep compiled programs on disk, so that a rerun or resume skips compilation.
+
+  `setting` is `--config.compilation_cache`: "" for `<jaxgan cache>/xla`
+  (~/.cache/jaxgan/xla, or $JAXGAN_CACHE_DIR/xla), "none" to compile afresh
+  each run, or a folder. A cache JAX was already given (JAX_COMPILATION_CACHE_DIR,
+  jax.config) is left as it is. Returns the folder in use, or None.
+
+  A folder that cannot be written is an error when the user named it and
+  `strict` (training); otherwise a warning, and compilation goes on uncached.
+  """
+  current = jax.config.jax_compilation_cache_dir
+  if current or setting == "none":
+    return current or None
+  from jaxgan.data.folder import default_cache_dir
+  path = os.path.abspath(os.path.expanduser(setting or os.path.join(default_cache_dir(), "xla")))
+  try:
+    os.makedirs(path, exist_ok=True)
+    writable = os.access(path, os.W_OK | os.X_OK)
+  except OSError as e:
+    writable, reason = False, str(e)
+  else:
+    reason = "not writable"
+  if not writable:
+    message = (f"--config.compilation_cache: cannot keep compiled programs in {path} ({reason}); "
+               "give a writable folder, or 'none' to compile afresh each run")
+    if setting and strict:
+      raise ConfigError(message)
+    logging.warning("%s. Compiling without the cache.", message)
+    return None
+  try:  # JAX deletes old entries beyond the size cap only with filelock installed
+    import filelock
+    del filelock
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+  except ImportError:
+    pass
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
 
 
 def local_devices(num_devices: int = -1) -> list:

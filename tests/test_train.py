@@ -244,3 +244,74 @@ def test_fresh_state_is_built_on_the_host_and_evaluated_on_the_task_device(image
     _, task, state, step = restore_latest(
         workdir, lambda config, meta: experiment.build_task(config, devices[2:3]))
   assert step == 1 and placed(state) == {devices[2]}
+
+
+@pytest.fixture
+def without_the_suites_compilation_cache():
+  """JAX as a user's process starts it: no compilation cache until jaxgan sets one."""
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  names = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size",
+           "jax_persistent_cache_min_compile_time_secs")
+  saved = {name: getattr(jax.config, name) for name in names}
+  jax.config.update("jax_compilation_cache_dir", None)
+  jax.config.update("jax_compilation_cache_max_size", -1)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # tiny programs too
+  cc.reset_cache()
+  yield
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  cc.reset_cache()
+
+
+def test_a_rerun_loads_its_compiled_programs_from_the_cache(
+    image_folder, tmp_path, without_the_suites_compilation_cache):
+  from jaxgan import parallel
+  cache = tmp_path / "xla"
+  hits = []
+  listener = lambda event, **kw: hits.append(event) if event.endswith("/cache_hits") else None
+  jax.monitoring.register_event_listener(listener)
+  try:
+    params = []
+    for run in ("first", "rerun"):
+      jax.clear_caches()  # as a new process: nothing compiled in memory
+      hits.clear()
+      config = tiny_config(image_folder, num_train_steps=3, compilation_cache=str(cache))
+      experiment.train_and_evaluate(config, str(tmp_path / run))
+      params.append(final_params(str(tmp_path / run))[0])
+      if run == "first":
+        assert not hits and len(list(cache.glob("*-cache"))) >= 2  # train and eval steps
+        entries = sorted(p.name for p in cache.iterdir())
+    # The rerun compiled nothing new: its train and eval programs came from the disk.
+    assert len(hits) >= 2 and sorted(p.name for p in cache.iterdir()) == entries
+    assert jax.config.jax_compilation_cache_dir == str(cache)
+    assert jax.config.jax_compilation_cache_max_size == parallel.COMPILATION_CACHE_MAX_BYTES
+    for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
+      np.testing.assert_array_equal(a, b)
+  finally:
+    jax.monitoring.unregister_event_listener(listener)
+
+
+def test_compilation_cache_settings(tmp_path, monkeypatch, caplog,
+                                    without_the_suites_compilation_cache):
+  from jaxgan import parallel
+  from jaxgan.errors import ConfigError
+  assert parallel.use_compilation_cache("none") is None
+  assert jax.config.jax_compilation_cache_dir is None
+  # A folder that cannot be made: the user's is an error that names the field, unless
+  # evaluating (strict=False); jaxgan's default one only warns.
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(ConfigError, match=r"--config.compilation_cache: .*a_file/xla.*'none'"):
+    parallel.use_compilation_cache(str(blocker / "xla"))
+  assert parallel.use_compilation_cache(str(blocker / "xla"), strict=False) is None
+  monkeypatch.setenv("JAXGAN_CACHE_DIR", str(blocker))
+  with caplog.at_level("WARNING"):
+    assert parallel.use_compilation_cache("") is None
+  assert "Compiling without the cache" in caplog.text
+  assert jax.config.jax_compilation_cache_dir is None
+  # The default folder sits in jaxgan's cache; a cache JAX already has is left alone.
+  monkeypatch.setenv("JAXGAN_CACHE_DIR", str(tmp_path / "cache"))
+  assert parallel.use_compilation_cache("") == str(tmp_path / "cache" / "xla")
+  assert (tmp_path / "cache" / "xla").is_dir()
+  assert parallel.use_compilation_cache(str(tmp_path / "other")) == str(tmp_path / "cache" / "xla")
+  assert not (tmp_path / "other").exists()
