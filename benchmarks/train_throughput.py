@@ -331,7 +331,11 @@ def machine(torch_device=None):
           "local_devices": jax.local_device_count(),
           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
           "python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          # What else decides the numbers: XLA's flags, and a compilation cache (warm compiles)
+          # that only a JAX_COMPILATION_CACHE_DIR set by the caller would give.
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "compilation_cache": jax.config.jax_compilation_cache_dir}
   if torch_device:
     info.update(torch_machine(torch_device))
   return info

@@ -1,6 +1,7 @@
 """benchmarks/train_throughput.py on the CPU at tiny size: the report's fields, FLOPs against
 an analytic count, MFU arithmetic and the PyTorch rows when torch is installed."""
 import json
+import os
 import pathlib
 
 import jax
@@ -37,6 +38,9 @@ def test_report_has_flops_memory_and_torch_rows(tmp_path, monkeypatch):
   report = json.loads(out.read_text())
   for key in ("platform", "device_kind", "jax", "jaxlib", "flax", "optax", "cpu_count"):
     assert key in report["machine"]
+  # The settings that change the numbers are recorded: XLA's flags, and this suite's cache.
+  assert report["machine"]["xla_flags"] == os.environ["XLA_FLAGS"]
+  assert report["machine"]["compilation_cache"] == os.environ["JAXGAN_TEST_COMPILE_CACHE"]
   jax_rows = [r for r in report["results"] if r["framework"] == "jaxgan"]
   assert len(jax_rows) == 1
   row = jax_rows[0]
