@@ -48,24 +48,27 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         "--config.distributed False.") from e
 
 
-# Big enough for a few hundred train and eval programs (a GPU step's executable is tens of MB);
-# the least recently used are deleted beyond it.
-COMPILATION_CACHE_MAX_BYTES = 4 * 2 ** 30
+# Room for a hundred or more train and eval programs (a GPU step's executable is some MB);
+# JAX deletes the least recently used beyond it.
+COMPILATION_CACHE_MAX_BYTES = 2 * 2 ** 30
+_OFF = ("none", "off", "false")
 
 
 def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
   """Keep compiled programs on disk, so that a rerun or resume skips compilation.
 
   `setting` is `--config.compilation_cache`: "" for `<jaxgan cache>/xla`
-  (~/.cache/jaxgan/xla, or $JAXGAN_CACHE_DIR/xla), "none" to compile afresh
-  each run, or a folder. A cache JAX was already given (JAX_COMPILATION_CACHE_DIR,
-  jax.config) is left as it is. Returns the folder in use, or None.
+  ($JAXGAN_CACHE_DIR/xla, else ~/.cache/jaxgan/xla under $XDG_CACHE_HOME's
+  rules), "none" to compile afresh each run, or a folder. A cache JAX was
+  already given (JAX_COMPILATION_CACHE_DIR, jax.config) is left as it is.
+  Returns the folder in use, or None.
 
-  A folder that cannot be written is an error when the user named it and
-  `strict` (training); otherwise a warning, and compilation goes on uncached.
+  A folder that cannot be written is an error when the user named it, `strict`
+  (training) and the run has one host (a multi-host error on one host alone
+  would leave the others waiting); otherwise a warning, and no cache.
   """
   current = jax.config.jax_compilation_cache_dir
-  if current or setting == "none":
+  if current or setting.strip().lower() in _OFF:
     return current or None
   from jaxgan.data.folder import default_cache_dir
   path = os.path.abspath(os.path.expanduser(setting or os.path.join(default_cache_dir(), "xla")))
@@ -79,18 +82,43 @@ def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
   if not writable:
     message = (f"--config.compilation_cache: cannot keep compiled programs in {path} ({reason}); "
                "give a writable folder, or 'none' to compile afresh each run")
-    if setting and strict:
+    if setting and strict and jax.process_count() == 1:
       raise ConfigError(message)
     logging.warning("%s. Compiling without the cache.", message)
     return None
-  try:  # JAX deletes old entries beyond the size cap only with filelock installed
+  try:
     import filelock
-    del filelock
+  except ImportError:  # no size cap then: JAX needs filelock to delete entries
+    filelock = None
+  if filelock is not None:
+    _drop_partial_entries(path, filelock)
     jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
-  except ImportError:
-    pass
   jax.config.update("jax_compilation_cache_dir", path)
   return path
+
+
+def _drop_partial_entries(path: str, filelock) -> None:
+  """Delete the entries an interrupted write left (killed, disk full).
+
+  JAX writes an entry's `<key>-cache` file, then its `<key>-atime`. Under a
+  size cap every later write lists the folder and fails on a `-cache` file
+  without its `-atime`, so one interrupted write would stop all caching.
+  """
+  try:
+    with filelock.FileLock(os.path.join(path, ".lockfile"), timeout=10):  # JAX's own lock
+      names = set(os.listdir(path))
+      for name in names:
+        key, _, suffix = name.rpartition("-")
+        atime = f"{key}-atime"
+        partial = (suffix == "cache" and (atime not in names
+                                          or os.path.getsize(os.path.join(path, atime)) != 8))
+        orphan = suffix == "atime" and f"{key}-cache" not in names
+        if partial or orphan:
+          for leftover in (name, atime) if partial else (name,):
+            with contextlib.suppress(FileNotFoundError):
+              os.remove(os.path.join(path, leftover))
+  except (OSError, filelock.Timeout) as e:
+    logging.warning("could not tidy the compilation cache %s (%s); JAX may warn about it", path, e)
 
 
 def local_devices(num_devices: int = -1) -> list:

@@ -265,8 +265,11 @@ def without_the_suites_compilation_cache():
 
 def test_a_rerun_loads_its_compiled_programs_from_the_cache(
     image_folder, tmp_path, without_the_suites_compilation_cache):
+  from jax.experimental.compilation_cache import compilation_cache as cc
   from jaxgan import parallel
   cache = tmp_path / "xla"
+  # JAX stamps an entry's <key>-atime file each time it loads the entry.
+  stamps = lambda: {p.name: p.read_bytes() for p in cache.glob("*-atime")}
   hits = []
   listener = lambda event, **kw: hits.append(event) if event.endswith("/cache_hits") else None
   jax.monitoring.register_event_listener(listener)
@@ -279,14 +282,24 @@ def test_a_rerun_loads_its_compiled_programs_from_the_cache(
       experiment.train_and_evaluate(config, str(tmp_path / run))
       params.append(final_params(str(tmp_path / run))[0])
       if run == "first":
-        assert not hits and len(list(cache.glob("*-cache"))) >= 2  # train and eval steps
-        entries = sorted(p.name for p in cache.iterdir())
-    # The rerun compiled nothing new: its train and eval programs came from the disk.
-    assert len(hits) >= 2 and sorted(p.name for p in cache.iterdir()) == entries
-    assert jax.config.jax_compilation_cache_dir == str(cache)
+        first = stamps()
+        assert not hits and len(first) >= 2  # the train and eval steps at least
+    # The rerun compiled nothing: every program of the first run was loaded from the disk.
+    again = stamps()
+    assert again.keys() == first.keys() and len(hits) >= len(first)
+    assert all(again[k] != first[k] for k in first)
+    assert sorted(p.name for p in cache.glob("*-cache")) == sorted(
+        k.replace("-atime", "-cache") for k in first)
     assert jax.config.jax_compilation_cache_max_size == parallel.COMPILATION_CACHE_MAX_BYTES
     for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
       np.testing.assert_array_equal(a, b)
+    # evaluate.py uses the cache its run was trained with.
+    jax.config.update("jax_compilation_cache_dir", None)
+    cc.reset_cache()
+    jax.clear_caches()
+    hits.clear()
+    experiment.evaluate(str(tmp_path / "first"))
+    assert jax.config.jax_compilation_cache_dir == str(cache) and hits
   finally:
     jax.monitoring.unregister_event_listener(listener)
 
@@ -295,23 +308,49 @@ def test_compilation_cache_settings(tmp_path, monkeypatch, caplog,
                                     without_the_suites_compilation_cache):
   from jaxgan import parallel
   from jaxgan.errors import ConfigError
-  assert parallel.use_compilation_cache("none") is None
+  for off in ("none", "None", "off"):
+    assert parallel.use_compilation_cache(off) is None
   assert jax.config.jax_compilation_cache_dir is None
   # A folder that cannot be made: the user's is an error that names the field, unless
-  # evaluating (strict=False); jaxgan's default one only warns.
+  # evaluating (strict=False) or one host of several; jaxgan's default one only warns.
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   with pytest.raises(ConfigError, match=r"--config.compilation_cache: .*a_file/xla.*'none'"):
     parallel.use_compilation_cache(str(blocker / "xla"))
   assert parallel.use_compilation_cache(str(blocker / "xla"), strict=False) is None
+  with monkeypatch.context() as m:
+    m.setattr(jax, "process_count", lambda: 2)
+    assert parallel.use_compilation_cache(str(blocker / "xla")) is None
   monkeypatch.setenv("JAXGAN_CACHE_DIR", str(blocker))
   with caplog.at_level("WARNING"):
     assert parallel.use_compilation_cache("") is None
   assert "Compiling without the cache" in caplog.text
   assert jax.config.jax_compilation_cache_dir is None
-  # The default folder sits in jaxgan's cache; a cache JAX already has is left alone.
-  monkeypatch.setenv("JAXGAN_CACHE_DIR", str(tmp_path / "cache"))
-  assert parallel.use_compilation_cache("") == str(tmp_path / "cache" / "xla")
-  assert (tmp_path / "cache" / "xla").is_dir()
-  assert parallel.use_compilation_cache(str(tmp_path / "other")) == str(tmp_path / "cache" / "xla")
+  # "~" is the user's home.
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert parallel.use_compilation_cache("~/xla") == str(tmp_path / "home" / "xla")
+  # A cache JAX already has is left alone.
+  assert parallel.use_compilation_cache(str(tmp_path / "other")) == str(tmp_path / "home" / "xla")
   assert not (tmp_path / "other").exists()
+
+
+def test_entries_an_interrupted_write_left_are_dropped(
+    tmp_path, monkeypatch, without_the_suites_compilation_cache):
+  """A <key>-cache file without its <key>-atime (the process was killed, or the disk filled,
+  while JAX wrote it) would make every later write under the size cap fail."""
+  from jaxgan import parallel
+  cache = tmp_path / "cache" / "xla"
+  cache.mkdir(parents=True)
+  stamp = (1).to_bytes(8, "little")
+  files = {"whole-cache": b"x" * 10, "whole-atime": stamp, "cut-cache": b"x" * 3,
+           "cut-atime": b"\x01", "killed-cache": b"x" * 5, "stray-atime": stamp}
+  for name, data in files.items():
+    (cache / name).write_bytes(data)
+  monkeypatch.setenv("JAXGAN_CACHE_DIR", str(tmp_path / "cache"))
+  assert parallel.use_compilation_cache("") == str(cache)
+  assert sorted(p.name for p in cache.iterdir() if p.name != ".lockfile") == [
+      "whole-atime", "whole-cache"]
+  # JAX's writes under the cap work again (they fail while a partial entry is there).
+  jax.jit(lambda x: x * 2 + 1)(np.ones(3, np.float32)).block_until_ready()
+  keys = lambda suffix: {p.name.removesuffix(suffix) for p in cache.glob("*" + suffix)}
+  assert keys("-cache") == keys("-atime") and len(keys("-cache")) >= 2
