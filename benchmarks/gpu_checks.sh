@@ -7,8 +7,8 @@
 #                 the code before session 7 -> .baseline/)
 #   device tool:  run(command="DEADLINE=400 bash benchmarks/gpu_checks.sh flags",
 #                     carry=[".whl", ".data", ".baseline"], timeout_s=420)
-#   then, warm:   "ab", then "profile_cyclegan" (under the winning XLA_FLAGS), each with
-#                 DEADLINE = device time left (status) - 60
+#   then, warm:   "ab rerun", then "profile_cyclegan" (under the winning XLA_FLAGS), each
+#                 with DEADLINE = device time left (status) - 60
 #
 # Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
 # most 8 files come back per call: any two parts write at most 6 + the log; three can write
@@ -43,12 +43,15 @@
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
 #               Compiled without a GPU, the second and third make each step one CUDA graph
 #               (1 host launch instead of 335 for darknet 512, 1,071 for cyclegan)
+#   rerun       train.py's compilation cache: the notebook Darknet recipe, 2 steps, twice; the
+#               second run's compile_s is a load from the cache                  (~2 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
 # wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
 # profile_cyclegan, flags, darknet_compile.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
-# EXTRA_FLAGS is appended to time_to_accuracy's flags (a CPU dry run: small --config.* values).
+# EXTRA_FLAGS is appended to time_to_accuracy's and rerun's flags (a CPU dry run: small
+# --config.* values).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}
@@ -114,11 +117,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|ab)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|ab|rerun)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
-         "flags ab), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "flags ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -199,6 +202,24 @@ case "$part" in
         --torch off --json "$OUT/flags${i}_cyclegan.json"
     done
     export XLA_FLAGS="$caller_flags"
+    ;;
+  rerun)
+    # train.py keeps compiled programs (session 9; ~/.cache/jaxgan/xla by default): the
+    # notebook Darknet recipe twice, 2 steps each, in new workdirs. The first run's compile_s
+    # is a compile (31-47 s on an H100 before), the rerun's a load from the cache.
+    rm -rf /tmp/jaxgan-xla
+    for r in first rerun; do
+      t=$(capped 150)
+      (( t )) || { echo "skipped (deadline): rerun $r" | tee -a "$LOG"; break; }
+      rm -rf "/tmp/rerun_$r"
+      start=$SECONDS
+      timeout "$t" python3 train.py --config configs/darknet_cifar10.py --workdir "/tmp/rerun_$r" \
+        --config.dataset="$CIFAR" --config.num_train_steps=2 --config.eval_subset=512 \
+        --config.progress_bar=False --config.compilation_cache=/tmp/jaxgan-xla ${EXTRA_FLAGS:-} \
+        2>&1 | grep --line-buffered -v "^[IW][0-9]" | tail -n 2 | tee -a "$LOG"
+      echo "$r: whole command $((SECONDS - start)) s; $(grep -h -o '"compile_s": [0-9.]*' \
+        "/tmp/rerun_$r/metrics.jsonl")" | tee -a "$LOG"
+    done
     ;;
   profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
