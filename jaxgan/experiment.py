@@ -94,6 +94,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return run(task, config, workdir, devices)
 
 
+def _saved_task(workdir: str) -> str:
+  """The task a trained workdir holds; its programs load from the cache its run used."""
+  from jaxgan.loop import load_config
+  saved = load_config(workdir)
+  parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
+  return saved.get("task", "classifier")
+
+
 def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
              eval_batch_size: int | None = None, num_samples: int = 1000,
              features: str | None = None) -> dict:
@@ -106,10 +114,7 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   identity L1, Frechet distance and KID per direction, translations.npz,
   eval.png).
   """
-  from jaxgan.loop import load_config
-  saved = load_config(workdir)
-  parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
-  task = saved.get("task", "classifier")
+  task = _saved_task(workdir)
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
     return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices,
@@ -128,10 +133,7 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
 def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
               resize: int = 0) -> dict:
   """Translate a folder of images with a CycleGAN workdir's latest generators."""
-  from jaxgan.loop import load_config
-  saved = load_config(workdir)
-  parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
-  task = saved.get("task", "classifier")
+  task = _saved_task(workdir)
   if task != "cyclegan":
     raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
                       "one (trained with configs/cyclegan_*.py)")
