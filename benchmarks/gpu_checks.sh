@@ -5,16 +5,17 @@
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
 #                 the code before session 7 -> .baseline/)
-#   device tool:  run(command="DEADLINE=400 bash benchmarks/gpu_checks.sh flags",
-#                     carry=[".whl", ".data", ".baseline"], timeout_s=420)
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags stack",
+#                     carry=[".whl", ".data", ".baseline"], timeout_s=580)
 #   then, warm:   "ab rerun", then "profile_cyclegan" (under the winning XLA_FLAGS), each
 #                 with DEADLINE = device time left (status) - 60
 #
-# Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT (at
-# most 8 files come back per call: any two parts write at most 6 + the log; three can write
-# more; flags writes 6). DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is
-# cut to the time left, and one that would get under 60 s is skipped, so the parts that ran
-# still come back (set it under the call's timeout_s and under the device time left). Device
+# Parts run in the order given, into one log ($OUT/gpu.log); each writes JSON under $OUT. At
+# most 8 files come back per call, so more than 7 JSON files are packed into results.tar.gz
+# at the end (a call killed before its end keeps them loose: keep DEADLINE under timeout_s).
+# DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is cut to
+# the time left, and one that would get under 60 s is skipped, so the parts that ran still
+# come back (set it under the call's timeout_s and under the device time left). Device
 # time is 15 minutes per session including the machine's start (1-2 min).
 #   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
 #               timed to the twin's mean final accuracy                         (~1.5 min)
@@ -43,6 +44,9 @@
 #               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
 #               Compiled without a GPU, the second and third make each step one CUDA graph
 #               (1 host launch instead of 335 for darknet 512, 1,071 for cyclegan)
+#   stack       cyclegan 1 with stack_networks=true (G_A with G_B, D_A with D_B, as one
+#               vmapped call each: 462 host launches, grouped convolutions), under the first
+#               two flags settings                                              (~2.5 min)
 #   rerun       train.py's compilation cache: the notebook Darknet recipe, 2 steps, twice; the
 #               second run's compile_s is a load from the cache                  (~2 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
@@ -107,6 +111,14 @@ baseline_tp() {  # train_throughput.py of the code before session 7, from .basel
      bench "$1" train_throughput "${@:2}")
 }
 prof() { bench "$1" profile_step "${@:2}"; }
+# XLA flag settings of the flags and stack parts, after the caller's own XLA_FLAGS.
+XLA_SETTINGS=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
+  "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1 --xla_gpu_experimental_enable_conv_fusion=true")
+CALLER_XLA_FLAGS=${XLA_FLAGS:-}
+with_setting() {
+  export XLA_FLAGS="$CALLER_XLA_FLAGS ${XLA_SETTINGS[$1]}"
+  echo "XLA_FLAGS=$XLA_FLAGS" | tee -a "$LOG"
+}
 
 CIFAR=.data/cifar10-jpeg75.tar.xz
 if [ $# -gt 1 ] && [[ " $* " == *" prepare "* ]]; then
@@ -117,11 +129,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|ab|rerun)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|stack|ab|rerun)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
-         "flags ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "flags stack ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -190,18 +202,26 @@ case "$part" in
     # XLA_FLAGS once), after the caller's flags. Darknet's step at 256 ran 78 command buffers
     # with the cuDNN convolutions launched between them; CONVOLUTION (off by default) captures
     # those, so the host launches fewer, larger graphs.
-    settings=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
-              "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1 --xla_gpu_experimental_enable_conv_fusion=true")
-    caller_flags=${XLA_FLAGS:-}
-    for i in "${!settings[@]}"; do
-      export XLA_FLAGS="$caller_flags ${settings[$i]}"
-      echo "XLA_FLAGS=$XLA_FLAGS" | tee -a "$LOG"
+    for i in "${!XLA_SETTINGS[@]}"; do
+      with_setting "$i"
       tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --warm_steps 30 --steps 50 \
         --torch off --json "$OUT/flags${i}_darknet.json"
       tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --warm_steps 10 --steps 20 \
         --torch off --json "$OUT/flags${i}_cyclegan.json"
     done
-    export XLA_FLAGS="$caller_flags"
+    export XLA_FLAGS="$CALLER_XLA_FLAGS"
+    ;;
+  stack)
+    # CycleGAN with stack_networks (each pair of networks one vmapped call, grouped
+    # convolutions): 462 host launches a step instead of 1,071, compiled without a GPU, but
+    # grouped convolutions are often slower on GPUs. Under the first two settings of flags;
+    # compare with flags0_cyclegan / flags1_cyclegan from the same call.
+    for i in 0 1; do
+      with_setting "$i"
+      tp 120 --preset cyclegan --batch_sizes 1 --dtypes bfloat16 --warm_steps 10 --steps 20 \
+        --torch off --set stack_networks=true --json "$OUT/stack${i}_cyclegan.json"
+    done
+    export XLA_FLAGS="$CALLER_XLA_FLAGS"
     ;;
   rerun)
     # train.py keeps compiled programs (session 9; ~/.cache/jaxgan/xla by default): the
@@ -238,4 +258,10 @@ case "$part" in
     ;;
 esac
 done
+# The device tool returns at most 8 files a call: past 7 results, they travel as one archive.
+results=("$OUT"/*.json)
+if [ "${#results[@]}" -gt 7 ] && [ -e "${results[0]}" ]; then
+  tar -czf "$OUT/results.tar.gz" -C "$OUT" "${results[@]##*/}" && rm -f "${results[@]}"
+  echo "results: $OUT/results.tar.gz (${#results[@]} JSON files)" | tee -a "$LOG"
+fi
 exit 0

@@ -210,13 +210,15 @@ def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None
 
 
 def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None,
-            warm_steps=5):
-  """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory."""
+            warm_steps=5, overrides=()):
+  """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory.
+  `overrides`: config_for's "field.path=<JSON value>" strings."""
   import jax
   from jaxgan import parallel
   from jaxgan.models import count_params
   phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
-  task, devices, state, p_step = build_preset(preset, batch_size, dtype, num_devices, phase)
+  task, devices, state, p_step = build_preset(preset, batch_size, dtype, num_devices, phase,
+                                              overrides)
   n_params = sum(count_params(getattr(state, f)) for f in ("params", "g_params", "d_params")
                  if hasattr(state, f))
   state = parallel.replicate(state, devices)
@@ -240,6 +242,7 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   row = {"framework": "jaxgan", "variant": "pmap", "preset": preset, "params": n_params,
          "batch_size": batch_size, "dtype": dtype, "devices": len(devices),
          "device": devices[0].device_kind, "steps": steps, "warm_steps": warm_steps,
+         "overrides": list(overrides),
          "compile_s": round(compile_s, 2),
          "step_ms": round(1000 * dt / steps, 2), "unit": f"{task.throughput_unit}_per_s",
          "per_s": round(steps * task.units_per_step / dt, 2),
@@ -396,10 +399,21 @@ def parse_args(argv=None):
   parser.add_argument("--torch_variants", default="auto",
                       help="comma-separated of eager, channels_last, compile (default: all "
                            "three on CUDA, eager and compile on CPU)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                      help="override a field of jaxgan's config, e.g. --set stack_networks=true "
+                           "(needs --torch off: the PyTorch twin would not follow it)")
   parser.add_argument("--json", default="", help="write results here (default: print only)")
   args = parser.parse_args(argv)
   if args.steps < 1 or args.warm_steps < 0:
     parser.error("--steps must be positive and --warm_steps not negative")
+  if args.set and args.torch != "off":
+    parser.error("--set changes jaxgan's config only: add --torch off")
+  for override in args.set:
+    key, _, value = override.partition("=")
+    try:
+      json.loads(value)
+    except json.JSONDecodeError:
+      parser.error(f"--set {override}: the value after '=' must be JSON, e.g. {key}=true")
   return args
 
 
@@ -425,7 +439,7 @@ def run(args, save=lambda report: None):
       jax_row = None
       if args.torch != "only":
         jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops,
-                          args.warm_steps)
+                          args.warm_steps, args.set)
         rows.append(jax_row)
         print(format_row(jax_row), flush=True)
       save(report)

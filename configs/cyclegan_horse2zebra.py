@@ -56,6 +56,10 @@ def get_config():
   config.beta2 = 0.999
 
   config.dtype = "float32"  # or bfloat16 (instance-norm statistics stay float32)
+  # G_A and G_B (and D_A and D_B) as one vmapped call on stacked parameters: grouped
+  # convolutions, half the kernel launches a step (1,071 -> 462 on an H100, compiled without
+  # one). Not yet timed on a GPU (benchmarks/gpu_checks.sh stack); much slower on CPUs.
+  config.stack_networks = False
   config.batch_size = 1  # global; instance norm makes any size (and data parallelism) valid
   config.num_epochs = 200  # in all ...
   config.decay_epochs = 100  # ... the last of which decay the lr linearly to 0

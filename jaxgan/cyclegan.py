@@ -119,6 +119,7 @@ class CycleGANTask(Task):
     m = config.model
     self.generator = ResnetGenerator(m.ngf, m.n_blocks, 3, dtype=dtype)
     self.discriminator = PatchDiscriminator(m.ndf, m.n_layers_d, dtype=dtype)
+    self.stack_networks = config.get("stack_networks", False)  # absent from older workdirs
     self.num_epochs = config.num_epochs
     self._translate = jax.jit(lambda p, x: self.generator.apply({"params": p}, x))
     self.steps_per_epoch = 1
@@ -216,21 +217,33 @@ class CycleGANTask(Task):
   def _d(self, params, x):
     return self.discriminator.apply({"params": params}, x)
 
+  def _both(self, apply, first, second, x_first, x_second):
+    """(apply(first, x_first), apply(second, x_second)) for the parameters of two networks of
+    one architecture: two calls, or with `stack_networks` one vmapped call on the stacked
+    parameters, whose convolutions are grouped (half the kernel launches)."""
+    if not self.stack_networks:
+      return apply(first, x_first), apply(second, x_second)
+    stacked = jax.tree_util.tree_map(lambda p, q: jnp.stack([p, q]), first, second)
+    out = jax.vmap(apply)(stacked, jnp.stack([x_first, x_second]))
+    return out[0], out[1]
+
   def generator_losses(self, g_params, d_params, real_a, real_b):
     """(total, (per-term losses, fake_A, fake_B)) of the generators' objective."""
     c = self.config
     n = real_a.shape[0]
     with_idt = c.lambda_identity > 0
+    gens, discs = (g_params["G_A"], g_params["G_B"]), (d_params["D_A"], d_params["D_B"])
     # Instance norm is per image, so the identity pass can share a call with the forward one.
-    out_a = self._g(g_params["G_A"], jnp.concatenate([real_a, real_b]) if with_idt else real_a)
-    out_b = self._g(g_params["G_B"], jnp.concatenate([real_b, real_a]) if with_idt else real_b)
+    out_a, out_b = self._both(self._g, *gens,
+                              jnp.concatenate([real_a, real_b]) if with_idt else real_a,
+                              jnp.concatenate([real_b, real_a]) if with_idt else real_b)
     fake_b, fake_a = out_a[:n], out_b[:n]
-    rec_a = self._g(g_params["G_B"], fake_b)
-    rec_b = self._g(g_params["G_A"], fake_a)
+    rec_b, rec_a = self._both(self._g, *gens, fake_a, fake_b)
+    judged_b, judged_a = self._both(self._d, *discs, fake_b, fake_a)
     zero = jnp.zeros((), jnp.float32)
     losses = {
-        "G_A": gan_loss(self._d(d_params["D_A"], fake_b), True, c.gan_mode),
-        "G_B": gan_loss(self._d(d_params["D_B"], fake_a), True, c.gan_mode),
+        "G_A": gan_loss(judged_b, True, c.gan_mode),
+        "G_B": gan_loss(judged_a, True, c.gan_mode),
         "cycle_A": c.lambda_a * l1(rec_a, real_a),
         "cycle_B": c.lambda_b * l1(rec_b, real_b),
         "idt_A": c.lambda_b * c.lambda_identity * l1(out_a[n:], real_b) if with_idt else zero,
@@ -240,15 +253,14 @@ class CycleGANTask(Task):
 
   def discriminator_losses(self, d_params, real_a, real_b, fake_a, fake_b):
     """(total, per-term losses): each D is 0.5 * (loss on real + loss on fake)."""
-    mode = self.config.gan_mode
-
-    def d(name, real, fake):
-      # Instance norm is per image, so real and fake can share one call (half the kernels).
-      scores = self._d(d_params[name], jnp.concatenate([real, fake]))
-      n = real.shape[0]
-      return 0.5 * (gan_loss(scores[:n], True, mode) + gan_loss(scores[n:], False, mode))
-
-    losses = {"D_A": d("D_A", real_b, fake_b), "D_B": d("D_B", real_a, fake_a)}
+    mode, n = self.config.gan_mode, real_a.shape[0]
+    half = lambda scores: 0.5 * (gan_loss(scores[:n], True, mode) +
+                                 gan_loss(scores[n:], False, mode))
+    # Instance norm is per image, so real and fake can share one call (half the kernels).
+    scores_a, scores_b = self._both(self._d, d_params["D_A"], d_params["D_B"],
+                                    jnp.concatenate([real_b, fake_b]),
+                                    jnp.concatenate([real_a, fake_a]))
+    losses = {"D_A": half(scores_a), "D_B": half(scores_b)}
     return losses["D_A"] + losses["D_B"], losses
 
   def _pooled(self, pool, fakes, key):

@@ -63,6 +63,23 @@ def test_report_has_flops_memory_and_torch_rows(tmp_path, monkeypatch):
     assert report["machine"]["torch"]
 
 
+def test_set_overrides_jaxgan_config_and_is_recorded(tmp_path, capsys):
+  out = tmp_path / "report.json"
+  tt.main(["--preset", "small", "--batch_sizes", "8", "--dtypes", "float32", "--steps", "1",
+           "--warm_steps", "0", "--torch", "off", "--set", "model.nf=8", "--json", str(out)])
+  row = json.loads(out.read_text())["results"][0]
+  assert row["overrides"] == ["model.nf=8"]
+  # Half the width is a quarter of the multiply-adds: the step measured is the narrow one.
+  analytic = 3 * 2 * small_darknet_forward_macs(nf=8) * 8
+  assert analytic / 1.5 < row["flops_per_step"] < analytic * 1.5
+  # The PyTorch twin would not follow an override, and a value must be JSON.
+  for argv, message in ((["--set", "model.nf=8"], "--torch off"),
+                        (["--torch", "off", "--set", "stack_networks=yes"], "must be JSON")):
+    with pytest.raises(SystemExit):
+      tt.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
 def test_each_torch_row_reaches_the_json_before_the_next_variant_runs(tmp_path, monkeypatch):
   """A run stopped in a later variant (a timeout's kill, here an interrupt) keeps the rows
   measured before it: on the H100 the CycleGAN eager rows were lost to torch.compile's."""
