@@ -214,6 +214,7 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory.
   `overrides`: config_for's "field.path=<JSON value>" strings."""
   import jax
+  import numpy as np
   from jaxgan import parallel
   from jaxgan.models import count_params
   phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
@@ -243,6 +244,10 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
          "batch_size": batch_size, "dtype": dtype, "devices": len(devices),
          "device": devices[0].device_kind, "steps": steps, "warm_steps": warm_steps,
          "overrides": list(overrides),
+         # The last timed step's metrics (device 0): runs that differ only in XLA flags or
+         # overrides must agree on them, so a fast but wrong setting shows.
+         "last_metrics": {k: round(float(np.asarray(v)[0]), 6)
+                          for k, v in jax.device_get(metrics).items() if np.size(v) == len(devices)},
          "compile_s": round(compile_s, 2),
          "step_ms": round(1000 * dt / steps, 2), "unit": f"{task.throughput_unit}_per_s",
          "per_s": round(steps * task.units_per_step / dt, 2),
@@ -442,6 +447,8 @@ def run(args, save=lambda report: None):
                           args.warm_steps, args.set)
         rows.append(jax_row)
         print(format_row(jax_row), flush=True)
+        print(f"{'':22s} last step: " + ", ".join(f"{k} {v:.6g}" for k, v in
+                                                 jax_row["last_metrics"].items()), flush=True)
       save(report)
       if not use_torch:
         continue

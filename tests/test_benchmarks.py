@@ -48,6 +48,8 @@ def test_report_has_flops_memory_and_torch_rows(tmp_path, monkeypatch):
               "unit", "per_s", "peak_memory_bytes", "flops_per_step", "tflops_per_s", "mfu"):
     assert key in row
   assert row["devices"] == 4 and row["per_s"] > 0
+  # The last step's metrics, to check that a faster setting still computes the same step.
+  assert "loss" in row["last_metrics"] and 0 < row["last_metrics"]["loss"] < 10
   assert row["peak_memory_bytes"] is None and row["mfu"] is None  # CPU: unknown, not made up
   # The whole global step, all devices: about 3 x the forward pass (forward, two backward).
   analytic = 3 * 2 * small_darknet_forward_macs() * 8
