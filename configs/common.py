@@ -18,4 +18,7 @@ def add_run_fields(config, log_every_steps: int, eval_every_epochs: int,
   # Compiled programs kept across runs, so a rerun or resume starts at once: "" =
   # ~/.cache/jaxgan/xla ($JAXGAN_CACHE_DIR/xla), "none" = compile afresh, or a folder.
   config.compilation_cache = ""
+  # Extra XLA flags for this run, after $XLA_FLAGS, e.g. "--xla_gpu_graph_min_graph_size=1";
+  # train.py applies them before JAX starts (XLA reads its flags once per process).
+  config.xla_flags = ""
   return config

@@ -80,6 +80,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Returns {"step": int, "train": {...}, "eval": {...}} (last logged metrics).
   """
+  parallel.use_xla_flags(config.get("xla_flags", ""))  # before JAX starts: XLA reads them once
   parallel.maybe_initialize_distributed(config.get("distributed", False))
   workdir = prepare_workdir(workdir)
   try:

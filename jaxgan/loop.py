@@ -37,7 +37,7 @@ RESUME_SAFE_FIELDS = frozenset({
     "checkpoint_every_epochs", "keep_checkpoints", "progress_bar", "sample_every_steps",
     "num_grid_samples", "num_devices", "distributed", "dataset", "tfds_data_dir", "download",
     "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits", "critic_loop",
-    "bad_images", "on_nonfinite", "compilation_cache"})
+    "bad_images", "on_nonfinite", "compilation_cache", "xla_flags", "stack_networks"})
 
 
 class Task:

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from typing import Any, Callable, Sequence
 
 import jax
@@ -46,6 +47,33 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         "TPU pod or a SLURM/Open MPI job, set JAX_COORDINATOR_ADDRESS=<host0>:<port>, "
         "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host; for one host, leave "
         "--config.distributed False.") from e
+
+
+def use_xla_flags(flags: str) -> str | None:
+  """Hand `--config.xla_flags` to XLA, after those in $XLA_FLAGS (a flag given twice: the
+  later wins). Returns the XLA_FLAGS XLA will start with, or None when nothing changed.
+
+  XLA reads its flags once, when JAX starts its first backend, so train_and_evaluate calls
+  this before anything touches a device. In a process where JAX has already started (a
+  second run from Python), flags not already in effect are a warning, not applied.
+  """
+  tokens = flags.split()
+  for token in tokens:
+    if not re.fullmatch(r"--xla_\w+(=\S*)?", token):
+      raise ConfigError(f"--config.xla_flags: {token!r} is not an XLA flag; give them as "
+                        "'--xla_name=value', separated by spaces (e.g. "
+                        "'--xla_gpu_graph_min_graph_size=1')")
+  current = os.environ.get("XLA_FLAGS", "")
+  if not tokens or all(t in current.split() for t in tokens):
+    return None
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    logging.warning("--config.xla_flags=%r: JAX has already started in this process, so XLA "
+                    "keeps the flags it started with; run train.py in a new process (or set "
+                    "XLA_FLAGS before JAX starts) for these to apply.", flags)
+    return None
+  os.environ["XLA_FLAGS"] = " ".join([current, *tokens]).strip()
+  return os.environ["XLA_FLAGS"]
 
 
 # Room for a hundred or more train and eval programs (a GPU step's executable is some MB);

@@ -18,11 +18,14 @@ def run(*args):
 
 
 def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
-  workdir = str(tmp_path / "run")
+  workdir, dump = str(tmp_path / "run"), tmp_path / "xla_dump"
   out = run("train.py", *TINY, f"--config.dataset={image_folder}", "--config.seed=3",
-            "--config.weight_decay=0.0005", "--config.learning_rate=0.1", f"--workdir={workdir}")
+            "--config.weight_decay=0.0005", "--config.learning_rate=0.1", f"--workdir={workdir}",
+            f"--config.xla_flags=--xla_dump_to={dump}")
   assert out.returncode == 0, out.stderr
   assert "final eval: loss" in out.stdout
+  # XLA got --config.xla_flags: it dumped the programs it compiled.
+  assert any(name.startswith("module_") for name in os.listdir(dump))
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   # The overrides reached the run.
@@ -42,6 +45,7 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
     ("--config.learning_rate=-1", "learning_rate must be positive"),
     ("--config.dataset=/nonexistent/cifar", "does not exist"),
     ("--config.augment.pad_mode=wrap", "pad_mode must be one of"),
+    ("--config.xla_flags=xla_gpu_graph_min_graph_size=1", "is not an XLA flag"),
 ])
 def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, override, message):
   import re

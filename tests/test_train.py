@@ -354,3 +354,17 @@ def test_entries_an_interrupted_write_left_are_dropped(
   jax.jit(lambda x: x * 2 + 1)(np.ones(3, np.float32)).block_until_ready()
   keys = lambda suffix: {p.name.removesuffix(suffix) for p in cache.glob("*" + suffix)}
   assert keys("-cache") == keys("-atime") and len(keys("-cache")) >= 2
+
+
+def test_xla_flags_after_jax_started_warn_and_change_nothing(monkeypatch, caplog):
+  # train.py applies --config.xla_flags before JAX starts (tests/test_cli.py sees XLA use
+  # them); in this process JAX runs already, so XLA would silently ignore new flags.
+  from jaxgan import parallel
+  jax.devices()
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+  assert parallel.use_xla_flags("") is None
+  assert parallel.use_xla_flags(" --xla_force_host_platform_device_count=4 ") is None
+  assert not caplog.records  # nothing new: nothing to warn about
+  assert parallel.use_xla_flags("--xla_gpu_graph_min_graph_size=1") is None
+  assert "JAX has already started" in caplog.text
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
