@@ -245,6 +245,12 @@ def main(argv):
     target = reference["summary"]["final_mean"]
     print(f"target {metric} >= {target:.4f}: the mean final accuracy of {name} in "
           f"{_TARGET_FROM.value}", flush=True)
+  from jaxgan import parallel
+  try:  # before machine() starts JAX: XLA reads its flags once
+    parallel.use_xla_flags(config.get("xla_flags", ""))
+  except UserError as e:
+    print(f"{e.prefix}: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   info = machine()
   print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
   report = lambda s: print(s, flush=True)

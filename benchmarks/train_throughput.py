@@ -415,6 +415,9 @@ def parse_args(argv=None):
     parser.error("--set changes jaxgan's config only: add --torch off")
   for override in args.set:
     key, _, value = override.partition("=")
+    if key == "xla_flags":
+      parser.error("--set xla_flags: JAX starts before the config is read here; export "
+                   "XLA_FLAGS instead (the JSON records it)")
     try:
       json.loads(value)
     except json.JSONDecodeError:
