@@ -307,6 +307,8 @@ def main(argv=None) -> int:
   parser.add_argument("--hlo", default="", help="write the optimised HLO text here")
   parser.add_argument("--json", default="", help="write the counts here")
   args = parser.parse_args(argv)
+  if any(o.partition("=")[0] == "xla_flags" for o in args.set):
+    parser.error("--set xla_flags: give XLA flags with --xla_flags")
   # Before any backend starts: the CUDA plugin must not look for a GPU, and XLA reads its
   # flags once. The dump holds the executable's thunk sequence (what the host launches).
   os.environ["JAX_PLATFORMS"] = "cpu"

@@ -99,6 +99,9 @@ def _saved_task(workdir: str) -> str:
   """The task a trained workdir holds; its programs load from the cache its run used."""
   from jaxgan.loop import load_config
   saved = load_config(workdir)
+  # The run's XLA flags are part of its programs' cache keys, and may be what this machine
+  # needs to compile at all.
+  parallel.use_xla_flags(saved.get("xla_flags", ""), strict=False)
   parallel.use_compilation_cache(saved.get("compilation_cache", ""), strict=False)
   return saved.get("task", "classifier")
 

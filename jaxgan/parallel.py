@@ -49,13 +49,14 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         "--config.distributed False.") from e
 
 
-def use_xla_flags(flags: str) -> str | None:
+def use_xla_flags(flags: str, strict: bool = True) -> str | None:
   """Hand `--config.xla_flags` to XLA, after those in $XLA_FLAGS (a flag given twice: the
   later wins). Returns the XLA_FLAGS XLA will start with, or None when nothing changed.
 
   XLA reads its flags once, when JAX starts its first backend, so train_and_evaluate calls
-  this before anything touches a device. In a process where JAX has already started (a
-  second run from Python), flags not already in effect are a warning, not applied.
+  this before anything touches a device. Where JAX has already started in this process
+  (a second run from Python) with other values, the flags cannot apply: an error when
+  `strict` (training, whose saved config would claim them), else a warning.
   """
   tokens = flags.split()
   for token in tokens:
@@ -64,16 +65,32 @@ def use_xla_flags(flags: str) -> str | None:
                         "'--xla_name=value', separated by spaces (e.g. "
                         "'--xla_gpu_graph_min_graph_size=1')")
   current = os.environ.get("XLA_FLAGS", "")
-  if not tokens or all(t in current.split() for t in tokens):
+  in_effect = _flag_values(current)
+  if all(in_effect.get(name) == value for name, value in _flag_values(flags).items()):
     return None
-  from jax._src import xla_bridge
-  if xla_bridge.backends_are_initialized():
-    logging.warning("--config.xla_flags=%r: JAX has already started in this process, so XLA "
-                    "keeps the flags it started with; run train.py in a new process (or set "
-                    "XLA_FLAGS before JAX starts) for these to apply.", flags)
+  if _jax_started():
+    message = (f"--config.xla_flags={flags!r}: JAX has already started in this process with "
+               f"XLA_FLAGS={current!r}, and XLA reads its flags once; run train.py in a new "
+               "process, or set XLA_FLAGS before JAX starts")
+    if strict:
+      raise ConfigError(message)
+    logging.warning("%s. Going on with the flags XLA started with.", message)
     return None
   os.environ["XLA_FLAGS"] = " ".join([current, *tokens]).strip()
   return os.environ["XLA_FLAGS"]
+
+
+def _flag_values(flags: str) -> dict:
+  """{name: value} of a flags string, the later of a flag given twice winning, as in XLA."""
+  return dict((t.split("=", 1) + [""])[:2] for t in flags.split())
+
+
+def _jax_started() -> bool:
+  try:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):  # a private API: without it, assume JAX has not started
+    return False
 
 
 # Room for a hundred or more train and eval programs (a GPU step's executable is some MB);

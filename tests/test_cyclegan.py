@@ -59,6 +59,9 @@ def test_losses_match_independent_computation():
   np.testing.assert_allclose(
       float(d_losses["D_A"]), 0.5 * (np.mean((d("D_A", b) - 1) ** 2) + np.mean(d("D_A", fb) ** 2)),
       rtol=2e-4)
+  np.testing.assert_allclose(
+      float(d_losses["D_B"]), 0.5 * (np.mean((d("D_B", a) - 1) ** 2) + np.mean(d("D_B", fa) ** 2)),
+      rtol=2e-4)
   np.testing.assert_allclose(float(d_total), float(d_losses["D_A"] + d_losses["D_B"]), rtol=1e-6)
   # Without the identity term it is zero and the rest is unchanged.
   no_idt = CycleGANTask(tiny_cyclegan_config(lambda_identity=0.0), jax.local_devices()[:1])
@@ -102,15 +105,23 @@ def test_stacked_networks_give_the_same_losses_and_gradients():
       scale = max(float(np.abs(x).max()) for x in jax.tree_util.tree_leaves(want[name]))
       for x, y in zip(*(jax.tree_util.tree_leaves(t[name]) for t in (got, want))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5 * scale)
-  # And it is a single call: the stacked step's convolutions are grouped, the plain one's not.
-  grouped = lambda task: "feature_group_count=2" in str(jax.make_jaxpr(
-      lambda p: task.generator_losses(p, state.d_params, a, b)[0])(state.g_params))
-  assert grouped(stacked) and not grouped(plain)
+  # And each pair is a single call: every convolution of the stacked losses is grouped (two
+  # groups), none of the plain ones.
+  def grouped(task):
+    text = str(jax.make_jaxpr(lambda g, d: (task.generator_losses(g, d, a, b)[0],
+                                            task.discriminator_losses(d, a, b, fake_a, fake_b)[0]))(
+        state.g_params, state.d_params))
+    return text.count("feature_group_count=2"), text.count("conv_general_dilated")
+  (n_grouped, n_convs), (n_plain_grouped, n_plain) = grouped(stacked), grouped(plain)
+  assert n_grouped == n_convs > 0 and n_plain_grouped == 0
+  assert n_plain == 2 * n_convs  # half the calls
 
 
-def test_one_step_is_generators_first_then_discriminators_on_the_old_fakes():
+@pytest.mark.parametrize("stack_networks", [False, True])
+def test_one_step_is_generators_first_then_discriminators_on_the_old_fakes(stack_networks):
   # No crop offset, no flip and no pool: the step's inputs are known exactly.
-  config = tiny_cyclegan_config(load_size=32, flip=False, pool_size=0)
+  config = tiny_cyclegan_config(load_size=32, flip=False, pool_size=0,
+                                stack_networks=stack_networks)
   devices = jax.local_devices()[:1]
   task = CycleGANTask(config, devices)
   state = task.init_state(jax.random.PRNGKey(1))

@@ -356,15 +356,24 @@ def test_entries_an_interrupted_write_left_are_dropped(
   assert keys("-cache") == keys("-atime") and len(keys("-cache")) >= 2
 
 
-def test_xla_flags_after_jax_started_warn_and_change_nothing(monkeypatch, caplog):
+def test_xla_flags_once_jax_has_started(monkeypatch, caplog):
   # train.py applies --config.xla_flags before JAX starts (tests/test_cli.py sees XLA use
-  # them); in this process JAX runs already, so XLA would silently ignore new flags.
+  # them). In this process JAX runs already, and XLA would ignore new flags silently.
   from jaxgan import parallel
+  from jaxgan.errors import ConfigError
   jax.devices()
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-  assert parallel.use_xla_flags("") is None
-  assert parallel.use_xla_flags(" --xla_force_host_platform_device_count=4 ") is None
-  assert not caplog.records  # nothing new: nothing to warn about
-  assert parallel.use_xla_flags("--xla_gpu_graph_min_graph_size=1") is None
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3 "
+                     "--xla_force_host_platform_device_count=4")
+  # Already in effect (the later of a flag given twice wins, as in XLA): nothing to do.
+  for same in ("", " --xla_force_host_platform_device_count=4 "):
+    assert parallel.use_xla_flags(same) is None
+  with pytest.raises(ConfigError, match="JAX has already started"):
+    parallel.use_xla_flags("--xla_force_host_platform_device_count=3")  # overridden in effect
+  with pytest.raises(ConfigError, match="run train.py in a new process"):
+    parallel.use_xla_flags("--xla_gpu_graph_min_graph_size=1")
+  # evaluate.py's way: a warning, and the run goes on with what XLA has.
+  assert parallel.use_xla_flags("--xla_gpu_graph_min_graph_size=1", strict=False) is None
   assert "JAX has already started" in caplog.text
-  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+  assert os.environ["XLA_FLAGS"].split()[-1] == "--xla_force_host_platform_device_count=4"
+  with pytest.raises(ConfigError, match="is not an XLA flag"):
+    parallel.use_xla_flags("xla_gpu_graph_min_graph_size=1")
