@@ -111,6 +111,9 @@ baseline_tp() {  # train_throughput.py of the code before session 7, from .basel
      bench "$1" train_throughput "${@:2}")
 }
 prof() { bench "$1" profile_step "${@:2}"; }
+compare() {  # train_throughput JSONs side by side: ms, speed-up, last-step loss gap
+  python3 benchmarks/compare_runs.py "$@" 2>&1 | tee -a "$LOG"
+}
 # XLA flag settings of the flags and stack parts, after the caller's own XLA_FLAGS.
 XLA_SETTINGS=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
   "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1 --xla_gpu_experimental_enable_conv_fusion=true")
@@ -212,6 +215,8 @@ case "$part" in
         --torch off --json "$OUT/flags${i}_cyclegan.json"
     done
     export XLA_FLAGS="$CALLER_XLA_FLAGS"
+    compare "$OUT"/flags{0,1,2}_darknet.json
+    compare "$OUT"/flags{0,1,2}_cyclegan.json
     ;;
   stack)
     # CycleGAN with stack_networks (each pair of networks one vmapped call, grouped
@@ -224,6 +229,7 @@ case "$part" in
         --torch off --set stack_networks=true --json "$OUT/stack${i}_cyclegan.json"
     done
     export XLA_FLAGS="$CALLER_XLA_FLAGS"
+    compare "$OUT"/flags{0,1,2}_cyclegan.json "$OUT"/stack{0,1}_cyclegan.json
     ;;
   rerun)
     # train.py keeps compiled programs (session 9; ~/.cache/jaxgan/xla by default): the
@@ -257,6 +263,7 @@ case "$part" in
       --json "$OUT/ab_cyclegan_before.json"
     tp 120 --preset cyclegan --batch_sizes 1 "${common[@]}" --steps 20 \
       --json "$OUT/ab_cyclegan_after.json"
+    compare "$OUT"/ab_darknet_{before,after}.json "$OUT"/ab_cyclegan_{before,after}.json
     ;;
 esac
 done

@@ -201,3 +201,38 @@ def test_profile_summary_splits_device_and_host_lines_and_ranks_each_kernel_once
   assert top["conv"]["ms_per_step"] == 3.0 and top["conv"]["calls_per_step"] == 2.0
   assert s["top_host_events"][0] == {"name": "PmapFunction", "ms_per_step": 0.5,
                                      "calls_per_step": 1.0}
+
+
+def test_compare_runs_sets_each_row_against_its_configurations_first(tmp_path, capsys):
+  from benchmarks import compare_runs
+
+  def report(name, flags, rows):
+    path = tmp_path / name
+    path.write_text(json.dumps({"machine": {"xla_flags": flags}, "results": rows}))
+    return str(path)
+
+  def row(preset, ms, loss, **extra):
+    return {"framework": "jaxgan", "preset": preset, "batch_size": 1, "dtype": "bfloat16",
+            "step_ms": ms, "last_metrics": {"loss": loss, "lr": 2e-4}, **extra}
+
+  files = [report("base.json", "", [row("cyclegan", 50.0, 2.0), row("darknet", 8.0, 1.0),
+                                    {"framework": "torch", "preset": "cyclegan"}]),
+           report("graphs.json", "--xla_gpu_graph_min_graph_size=1",
+                  [row("cyclegan", 20.0, 2.002), row("darknet", 10.0, 1.5)]),
+           report("stacked.json", "", [row("cyclegan", 25.0, 2.0, overrides=["stack_networks=true"])]),
+           report("failed.json", "", [{"framework": "jaxgan", "preset": "cyclegan",
+                                       "error": "out of memory"}]),
+           str(tmp_path / "timed_out.json")]
+  assert compare_runs.main(files) == 0
+  out = capsys.readouterr().out
+  rows = {tuple(line.split()[:2]): line.split()[5:7] for line in out.splitlines()
+          if ".json " in line and "failed" not in line}
+  assert "timed_out.json: missing" in out and "failed: out of memory" in out
+  # Each configuration against its own first row: speed-up, then the largest loss gap.
+  assert rows == {("base.json", "cyclegan"): ["1.00x", "0.0e+00"],
+                  ("base.json", "darknet"): ["1.00x", "0.0e+00"],
+                  ("graphs.json", "cyclegan"): ["2.50x", "1.0e-03"],
+                  ("graphs.json", "darknet"): ["0.80x", "3.3e-01"],
+                  ("stacked.json", "cyclegan"): ["2.00x", "0.0e+00"]}
+  assert "gpu_graph_min_graph_size=1" in out and "set stack_networks=true" in out
+  assert compare_runs.main([str(tmp_path / "none.json")]) == 1
