@@ -5,7 +5,7 @@
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
 #                 the code before session 7 -> .baseline/)
-#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags stack",
+#   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags stack conv_fusion",
 #                     carry=[".whl", ".data", ".baseline"], timeout_s=580)
 #   then, warm:   "ab rerun", then "profile_cyclegan" (under the winning XLA_FLAGS), each
 #                 with DEADLINE = device time left (status) - 60
@@ -39,19 +39,21 @@
 #               kernels per step by 28% and 44% but raised the host launches (graphs split;
 #               benchmarks/gpu_kernels.py); session 8 stored conv kernels (out, kh, kw, in)
 #               and donates every state again: this measures what all that moved (~5 min)
-#   flags       jaxgan's darknet 256 and cyclegan 1 steps under three XLA_FLAGS settings:
+#   flags       jaxgan's darknet 256 and cyclegan 1 steps under two XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
-#               default) with no minimum graph size; that + cuDNN conv fusions  (~5 min)
-#               Compiled without a GPU, the second and third make each step one CUDA graph
+#               default) with no minimum graph size                            (~4 min)
+#               Compiled without a GPU, the second makes each step one CUDA graph
 #               (1 host launch instead of 335 for darknet 512, 1,071 for cyclegan)
 #   stack       cyclegan 1 with stack_networks=true (G_A with G_B, D_A with D_B, as one
-#               vmapped call each: 462 host launches, grouped convolutions), under the first
-#               two flags settings                                              (~2.5 min)
+#               vmapped call each: 462 host launches, grouped convolutions), under the same
+#               two settings                                                   (~2.5 min)
+#   conv_fusion the flags part's steps under a third setting: that + cuDNN conv fusions
+#               (also one graph; experimental, float32 convolution outputs)    (~2 min)
 #   rerun       train.py's compilation cache: the notebook Darknet recipe, 2 steps, twice; the
 #               second run's compile_s is a load from the cache                  (~2 min)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
 # wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
-# profile_cyclegan, flags, darknet_compile.
+# profile_cyclegan, flags, stack, conv_fusion, ab, rerun, darknet_compile.
 # time_to_accuracy runs each framework in its own process; train_throughput runs both in one
 # (the pre-flight checks that they coexist).
 # EXTRA_FLAGS is appended to time_to_accuracy's and rerun's flags (a CPU dry run: small
@@ -132,11 +134,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|stack|ab|rerun)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|stack|conv_fusion|ab|rerun)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
-         "flags stack ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "flags stack conv_fusion ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -200,14 +202,16 @@ case "$part" in
   profile)
     prof 120 --preset darknet --batch_size 256 --json "$OUT/prof_darknet256.json"
     ;;
-  flags)
+  flags|conv_fusion)
     # The same jaxgan steps under XLA flag settings (each a process of its own: XLA reads
     # XLA_FLAGS once), after the caller's flags. Darknet's step at 256 ran 78 command buffers
     # with the cuDNN convolutions launched between them; CONVOLUTION (off by default) captures
     # those, so the host launches fewer, larger graphs. Each row's "last step" losses should
     # agree with the default setting's up to rounding (same data, same start): a faster
-    # setting must not be a wrong one.
-    for i in "${!XLA_SETTINGS[@]}"; do
+    # setting must not be a wrong one. flags: settings 0 and 1; conv_fusion: setting 2
+    # (experimental in XLA, float32 convolution outputs), apart so it can run last.
+    [ "$part" = flags ] && which=(0 1) || which=(2)
+    for i in "${which[@]}"; do
       with_setting "$i"
       tp 100 --preset darknet --batch_sizes 256 --dtypes bfloat16 --warm_steps 30 --steps 50 \
         --torch off --json "$OUT/flags${i}_darknet.json"
@@ -215,8 +219,10 @@ case "$part" in
         --torch off --json "$OUT/flags${i}_cyclegan.json"
     done
     export XLA_FLAGS="$CALLER_XLA_FLAGS"
-    compare "$OUT"/flags{0,1,2}_darknet.json
-    compare "$OUT"/flags{0,1,2}_cyclegan.json
+    for preset in darknet cyclegan; do
+      compare "$OUT/flags0_$preset.json" "$OUT/flags1_$preset.json" \
+        $( [ "$part" = conv_fusion ] && echo "$OUT/flags2_$preset.json" )
+    done
     ;;
   stack)
     # CycleGAN with stack_networks (each pair of networks one vmapped call, grouped
@@ -229,7 +235,7 @@ case "$part" in
         --torch off --set stack_networks=true --json "$OUT/stack${i}_cyclegan.json"
     done
     export XLA_FLAGS="$CALLER_XLA_FLAGS"
-    compare "$OUT"/flags{0,1,2}_cyclegan.json "$OUT"/stack{0,1}_cyclegan.json
+    compare "$OUT"/flags{0,1}_cyclegan.json "$OUT"/stack{0,1}_cyclegan.json
     ;;
   rerun)
     # train.py keeps compiled programs (session 9; ~/.cache/jaxgan/xla by default): the
