@@ -292,7 +292,7 @@ def report(counts: dict) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  from benchmarks.train_throughput import PRESETS
+  from benchmarks.train_throughput import PRESETS, override_problem
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cyclegan")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="default: 1 for cyclegan, 64 for the WGANs, 512 for classifiers")
@@ -307,8 +307,9 @@ def main(argv=None) -> int:
   parser.add_argument("--hlo", default="", help="write the optimised HLO text here")
   parser.add_argument("--json", default="", help="write the counts here")
   args = parser.parse_args(argv)
-  if any(o.partition("=")[0] == "xla_flags" for o in args.set):
-    parser.error("--set xla_flags: give XLA flags with --xla_flags")
+  problem = override_problem(args.set, "give them with --xla_flags")
+  if problem:
+    parser.error(problem)
   # Before any backend starts: the CUDA plugin must not look for a GPU, and XLA reads its
   # flags once. The dump holds the executable's thunk sequence (what the host launches).
   os.environ["JAX_PLATFORMS"] = "cpu"

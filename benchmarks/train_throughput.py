@@ -413,16 +413,24 @@ def parse_args(argv=None):
     parser.error("--steps must be positive and --warm_steps not negative")
   if args.set and args.torch != "off":
     parser.error("--set changes jaxgan's config only: add --torch off")
-  for override in args.set:
+  problem = override_problem(args.set, "export XLA_FLAGS instead (the JSON records it)")
+  if problem:
+    parser.error(problem)
+  return args
+
+
+def override_problem(overrides, xla_hint: str) -> str | None:
+  """What is wrong with config_for's "field=<JSON>" overrides, for a script's --set; None if
+  nothing. XLA's flags cannot be one: the benchmarks start JAX before they read a config."""
+  for override in overrides:
     key, _, value = override.partition("=")
     if key == "xla_flags":
-      parser.error("--set xla_flags: JAX starts before the config is read here; export "
-                   "XLA_FLAGS instead (the JSON records it)")
+      return f"--set xla_flags: JAX starts before the config is read here; {xla_hint}"
     try:
       json.loads(value)
     except json.JSONDecodeError:
-      parser.error(f"--set {override}: the value after '=' must be JSON, e.g. {key}=true")
-  return args
+      return f"--set {override}: the value after '=' must be JSON, e.g. {key}=true"
+  return None
 
 
 def run(args, save=lambda report: None):
