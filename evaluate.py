@@ -15,13 +15,17 @@ from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
 _DATASET = flags.DEFINE_string("dataset", None, "Override the dataset (e.g. if it moved; "
-                               "for CycleGAN also <testA folder>,<testB folder>).")
+                               "for CycleGAN also <testA folder>,<testB folder>; for a WGAN "
+                               "the held-out and training images of the metrics).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Evaluation / feature batch size (global).")
 _DEVICES = flags.DEFINE_integer("num_devices", -1, "Local devices to use (-1: all).")
-_SAMPLES = flags.DEFINE_integer("num_samples", 1000, "GAN samples to draw.")
+_SAMPLES = flags.DEFINE_integer("num_samples", 1000, "GAN samples to draw (>= 2).")
+_SUBSET = flags.DEFINE_integer("eval_subset", -1, "Classifier: evaluate on the first N test "
+                               "images of a fixed shuffle (-1: every test image).")
 _FEATURES = flags.DEFINE_string(
-    "features", None, "Feature space of the GAN metrics: darknet:<classifier workdir> or pixels "
-    "(the default).")
+    "features", None, "Feature space of the GAN metrics: pixels (the default), "
+    "darknet:<classifier workdir>, or inception:<pt_inception weights file> (FID comparable "
+    "with published figures; see the README's Evaluating GANs).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -67,7 +71,7 @@ def main(argv):
   try:
     result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
                       eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
-                      features=_FEATURES.value)
+                      features=_FEATURES.value, eval_subset=_SUBSET.value)
   except UserError as e:
     print(f"{e.prefix}: {e}", file=sys.stderr)
     sys.exit(e.exit_code)

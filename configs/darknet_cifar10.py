@@ -56,7 +56,7 @@ def get_config():
   config.learning_rate = 1.3  # peak of the schedule
   config.weight_decay = 1e-4  # L2, added to the gradient
   config.nesterov = False
-  config.schedule = "clr_beta"  # clr_beta | clr | constant
+  config.schedule = "clr_beta"  # clr_beta | clr | triangle | constant
   config.clr_beta = (20, 20, 0.95, 0.85)  # (div, pct, max momentum, min momentum)
   config.clr = (50, 15, 0.95, 0.85)  # (div, cut_div, max momentum, min momentum)
   config.momentum = 0.9  # for schedule=constant

@@ -13,7 +13,6 @@ their layout in the metadata; they are converted as they are restored.
 """
 import errno
 import json
-import logging
 import os
 import shutil
 import sys
@@ -74,12 +73,16 @@ def _disk_error(e: BaseException) -> bool:
 class Checkpointer:
   """Save/restore `(state, meta)` under `<workdir>/checkpoints/<step>`."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False):
+  def __init__(self, workdir: str, max_to_keep: int = 3, read_only: bool = False,
+               clean_temporary: bool | None = None):
+    # Orbax tidies unfinished saves in a background thread that close() does not wait for;
+    # a reader that exits at once (no checkpoint yet) would kill it mid-way with a traceback.
+    clean_temporary = not read_only if clean_temporary is None else clean_temporary
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            enable_async_checkpointing=True, read_only=read_only,
-                                           cleanup_tmp_directories=not read_only)
+                                           cleanup_tmp_directories=clean_temporary)
     try:
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "meta"))
@@ -185,7 +188,6 @@ class Checkpointer:
     if jax.process_index() == 0:
       os.makedirs(dest_root, exist_ok=True)
       shutil.move(src, dest)
-    logging.warning(message)
     print(message, file=sys.stderr, flush=True)
     self.manager.reload()
 

@@ -405,15 +405,15 @@ def summarize_counts(c: dict) -> dict:
           **{name: float(c[key].sum() / n) for key, name in ACCURACIES.items() if key in c}}
 
 
-def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
-                     eval_batch_size: int | None = None) -> dict:
-  """Restore the latest checkpoint of a classifier workdir and evaluate it.
+def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
+                     eval_batch_size: int | None = None, eval_subset: int = -1) -> dict:
+  """Restore the latest checkpoint of a classifier workdir and evaluate it on
+  `devices`, on the first `eval_subset` test images (-1: all).
 
   Writes and returns `<workdir>/eval.json`: test accuracy with and without
   flip TTA, loss, and per-class accuracy.
   """
   from jaxgan.loop import restore_latest
-  devices = parallel.local_devices(num_devices)
 
   def build(config, meta):
     with config.unlocked():
@@ -421,6 +421,7 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
         config.dataset = dataset
       if eval_batch_size:
         config.eval_batch_size = eval_batch_size
+      config.eval_subset = eval_subset  # not the training run's, which may have been a sample
     return ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
 
   config, task, state, step = restore_latest(workdir, build)

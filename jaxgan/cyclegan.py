@@ -17,6 +17,7 @@ runs the same pool update, so the pool and the result do not depend on how
 many devices share the batch. Instance norm is per image, so batches above
 1 and data parallelism need nothing else.
 """
+import collections
 import json
 import os
 from typing import Any
@@ -29,7 +30,7 @@ import optax
 
 from jaxgan import parallel
 from jaxgan.data import augment, epoch_permutation, is_path, load_domains
-from jaxgan.errors import ConfigError, DatasetError
+from jaxgan.errors import ConfigError, DatasetError, WorkdirError
 from jaxgan.image_pool import ImagePool, init_pool, query_pool
 from jaxgan.images import from_uint8, make_grid, to_uint8
 from jaxgan.loop import Task
@@ -328,7 +329,7 @@ class CycleGANTask(Task):
     writer.write_image(step, "cycles", grid, f"samples/step_{step:07d}.png")
 
 
-def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int = -1,
+def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
                      features: str | None = None, batch_size: int | None = None) -> dict:
   """Translate the test domains both ways with the latest checkpoint.
 
@@ -344,7 +345,6 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
   from jaxgan.gan_metrics import translation_report
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
-  devices = parallel.local_devices(num_devices)
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
   eval_config = config.copy_and_resolve_references()
@@ -354,7 +354,8 @@ def evaluate_workdir(workdir: str, dataset: str | None = None, num_devices: int 
   eval_config.train_subset = -1  # every test image
   if "," in eval_config.dataset:  # two folders: evaluate.py --dataset=<testA>,<testB> to hold out
     real_a, real_b = load_domains(eval_config, config.train_splits)
-    split = "all images of the two folders (no test split)"
+    split = ("all images of the two folders given to evaluate" if dataset else
+             "all images of the two training folders (no test split)")
   else:
     try:
       real_a, real_b = load_domains(eval_config, config.test_splits)
@@ -396,6 +397,14 @@ def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
   return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def _output_names(names: list[str]) -> dict[str, str]:
+  """Each input's PNG name: `x.jpg` -> `x.png`, or `x.jpg.png` where another input
+  (`x.png`, `x.jpeg`) would get the same name."""
+  stem = lambda name: os.path.splitext(name)[0]
+  counts = collections.Counter(stem(n) for n in names)
+  return {n: (stem(n) if counts[stem(n)] == 1 else n) + ".png" for n in names}
+
+
 def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
                      resize: int = 0, progress: bool = True) -> dict:
   """Apply a trained generator to every image under `input_dir`; PNGs to `output_dir`.
@@ -414,14 +423,26 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
     raise ConfigError(f"--direction={direction!r}: use AtoB (G_A) or BtoA (G_B)")
   if resize < 0:
     raise ConfigError(f"--resize must be >= 0 (0 keeps each image's size), got {resize}")
-  input_dir = os.path.expanduser(input_dir)
+  input_dir, output_dir = os.path.expanduser(input_dir), os.path.expanduser(output_dir)
+  if not os.path.exists(input_dir):
+    raise DatasetError(f"--input {input_dir!r} does not exist.")
   if not os.path.isdir(input_dir):
     raise DatasetError(f"--input {input_dir!r} is not a folder of images.")
+  inside = os.path.relpath(os.path.realpath(output_dir), os.path.realpath(input_dir))
+  if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+    raise ConfigError(f"--output {output_dir!r} is inside --input {input_dir!r}: the "
+                      "translations would overwrite or mix with the originals. Pick another folder.")
   names = sorted(os.path.relpath(os.path.join(d, f), input_dir)
                  for d, _, files in os.walk(input_dir) for f in files
                  if is_image_name(f))
   if not names:
     raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}.")
+  outputs = _output_names(names)
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f"cannot create --output {output_dir!r}: {e}. Pick a folder you can "
+                       "write to.") from None
   devices = parallel.local_devices(1)
   _, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
@@ -444,7 +465,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
       continue
     h, w = image.shape[:2]
     out = task.translate(params, _pad_to_multiple(image)[None])[0, :h, :w]
-    path = os.path.join(output_dir, os.path.splitext(name)[0] + ".png")
+    path = os.path.join(output_dir, outputs[name])
     save_png(path, out)
     written.append(path)
     bar.update(1)

@@ -14,6 +14,19 @@ def _check(ok: bool, message: str) -> None:
     raise ConfigError(message)
 
 
+# Widths must be >= 1; numbers of blocks or extra layers may be 0.
+_MODEL_COUNTS = {"nf": 1, "ngf": 1, "ndf": 1, "nz": 1, "stem": 1, "widths": 1, "n_layers_d": 1,
+                 "num_blocks": 0, "n_blocks": 0, "n_extra_layers": 0, "blocks_per_group": 0}
+
+
+def _check_counts(field: str, value, minimum: int) -> None:
+  """An int (or a tuple of ints) that is at least `minimum`."""
+  values = value if isinstance(value, (tuple, list)) else (value,)
+  ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
+  kind = "whole numbers" if isinstance(value, (tuple, list)) else "a whole number"
+  _check(ok and len(values) > 0, f"--config.{field} must be {kind} >= {minimum}, got {value!r}")
+
+
 def validate_config(config, num_devices_total: int) -> None:
   """Reject values that cannot work, naming the field and the fix."""
   _check(config.batch_size > 0, f"--config.batch_size must be positive, got {config.batch_size}")
@@ -34,6 +47,17 @@ def validate_config(config, num_devices_total: int) -> None:
   _check(config.get("bad_images", "skip") in ("skip", "stop"),
          f"--config.bad_images={config.get('bad_images')!r}: use 'skip' (warn with a count) or "
          "'stop' (refuse a folder with unreadable files)")
+  for field in ("train_subset", "eval_subset"):
+    if field in config:
+      _check(config[field] == -1 or config[field] >= 1,
+             f"--config.{field} must be -1 (all images) or >= 1, got {config[field]}")
+  if "eval_batch_size" in config:
+    _check(config.eval_batch_size >= 1,
+           f"--config.eval_batch_size must be >= 1, got {config.eval_batch_size}")
+  for field in ("eval_every_epochs", "checkpoint_every_epochs", "sample_every_steps"):
+    if field in config:
+      _check(config[field] >= 0, f"--config.{field} must be >= 0 (0: only at the end of "
+             f"training), got {config[field]}")
   _check(config.keep_checkpoints >= 1,
          f"--config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
   if "augment" in config:
@@ -56,9 +80,9 @@ def validate_config(config, num_devices_total: int) -> None:
   if "whiten_images" in config:
     _check(config.whiten_images >= 0,
            f"--config.whiten_images must be >= 0 (0: no whitening), got {config.whiten_images}")
-  if "model" in config and "num_blocks" in config.model:
-    _check(all(int(b) >= 0 for b in config.model.num_blocks),
-           f"--config.model.num_blocks must be non-negative counts, got {config.model.num_blocks}")
+  for field, minimum in _MODEL_COUNTS.items():
+    if field in config.get("model", {}):
+      _check_counts(f"model.{field}", config.model[field], minimum)
 
 
 def build_task(config, devices, **kwargs):
@@ -108,30 +132,44 @@ def _saved_task(workdir: str) -> str:
 
 def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
              eval_batch_size: int | None = None, num_samples: int = 1000,
-             features: str | None = None) -> dict:
+             features: str | None = None, eval_subset: int = -1) -> dict:
   """Evaluate the latest checkpoint of `workdir`; writes `<workdir>/eval.json`.
 
-  Classifier: test accuracy (plain, flip TTA), loss, per class (`dataset`,
-  `eval_batch_size` override the saved config). WGAN: `num_samples` samples
-  (samples.npz, samples.png) and the GAN metrics in the feature space
-  `features`. CycleGAN: the test domains translated both ways (cycle /
-  identity L1, Frechet distance and KID per direction, translations.npz,
-  eval.png).
+  Classifier: test accuracy (plain, flip TTA), loss, per class, on the first
+  `eval_subset` test images (-1: all, whatever the training run used);
+  `dataset`, `eval_batch_size` override the saved config. WGAN: `num_samples`
+  samples (samples.npz, samples.png) and the GAN metrics in the feature space
+  `features` against the held-out images of `dataset`. CycleGAN: the test
+  domains translated both ways (cycle / identity L1, Frechet distance and KID
+  per direction, translations.npz, eval.png).
   """
+  _check(eval_batch_size is None or eval_batch_size >= 1,
+         f"--batch_size must be >= 1, got {eval_batch_size}")
+  _check(num_samples >= 2, f"--num_samples must be >= 2 (KID compares pairs), got {num_samples}")
+  _check(eval_subset == -1 or eval_subset >= 1,
+         f"--eval_subset must be -1 (every test image) or >= 1, got {eval_subset}")
   task = _saved_task(workdir)
+  devices = _devices(num_devices)
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
-    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices,
-                            eval_batch_size=eval_batch_size)
+    return evaluate_workdir(workdir, dataset=dataset, devices=devices,
+                            eval_batch_size=eval_batch_size, eval_subset=eval_subset)
   if task == "wgan":
     from jaxgan.wgan import evaluate_workdir
-    return evaluate_workdir(workdir, num_samples=num_samples, num_devices=num_devices,
+    return evaluate_workdir(workdir, num_samples=num_samples, devices=devices, dataset=dataset,
                             features=features, batch_size=eval_batch_size)
   if task == "cyclegan":
     from jaxgan.cyclegan import evaluate_workdir
-    return evaluate_workdir(workdir, dataset=dataset, num_devices=num_devices, features=features,
+    return evaluate_workdir(workdir, dataset=dataset, devices=devices, features=features,
                             batch_size=eval_batch_size)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
+
+
+def _devices(num_devices: int) -> list:
+  try:
+    return parallel.local_devices(num_devices)
+  except ValueError as e:
+    raise ConfigError(f"--num_devices: {e}") from None
 
 
 def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",

@@ -141,7 +141,7 @@ def class_coverage(predictions: np.ndarray, num_classes: int, min_share: float =
   p = hist / max(hist.sum(), 1)
   nz = p[p > 0]
   return {"class_histogram": hist.astype(int).tolist(),
-          "class_entropy": float(-(nz * np.log(nz)).sum()),
+          "class_entropy": max(0.0, float(-(nz * np.log(nz)).sum())),  # not -0.0
           "max_class_entropy": float(np.log(num_classes)),
           "classes_covered": int((p >= min_share).sum()), "num_classes": int(num_classes)}
 

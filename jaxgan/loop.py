@@ -254,10 +254,9 @@ def config_differences(saved: dict, new: dict) -> list[str]:
 def check_resumable(config, workdir: str) -> None:
   """Refuse to resume a workdir with a config that changes the model, data or recipe."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  saved = read_saved_config(workdir)
+  if saved is None:
     return
-  with open(path) as f:
-    saved = json.load(f)
   diffs = config_differences(saved, config.to_dict())
   if diffs:
     raise ConfigError(
@@ -292,15 +291,31 @@ def save_config(config, workdir: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def read_saved_config(workdir: str) -> dict | None:
+  """The workdir's config.json as a dict, or None if it has none."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    raise WorkdirError(f"{path} cannot be read as a config ({e}). It records the run's recipe; "
+                       "restore it from a backup, or train in a new --workdir.") from None
+  if not isinstance(saved, dict):
+    raise WorkdirError(f"{path} holds no config (a JSON {type(saved).__name__}); restore it "
+                       "from a backup, or train in a new --workdir.")
+  return saved
+
+
 def load_config(workdir: str):
   """The config a workdir was trained with (written by `run`)."""
   import ml_collections
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  saved = read_saved_config(workdir)
+  if saved is None:
     raise WorkdirError(f"{workdir} has no config.json: it is not a jaxgan workdir, or training "
                        "never started there. Pass the --workdir that train.py used.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(saved)
 
 
 def restore_latest(workdir: str, build_task: Callable) -> tuple:
@@ -310,7 +325,7 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
   checkpoint's metadata; the state is unreplicated.
   """
   config = load_config(workdir)
-  ckpt = Checkpointer(workdir)
+  ckpt = Checkpointer(workdir, clean_temporary=False)  # evaluation leaves unfinished saves be
   try:
     if ckpt.latest_step() is None:
       raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
@@ -351,14 +366,16 @@ def _summarize(history: list, skip: bool) -> tuple[dict, tuple | None]:
   return out, first_bad
 
 
-def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer) -> None:
+def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer,
+                      skipping: bool = False) -> None:
   good = ckpt.latest_step()
   where = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
            if good is not None else "no checkpoint had been written yet")
   raise NonFiniteLossError(
       f"{name} became {value} at step {step}; training stopped and {where}. Lower the "
-      "learning rate, use --config.dtype=float32 if the run was in bfloat16, or set "
-      "--config.on_nonfinite=skip to drop such updates and go on.")
+      "learning rate" + (" or" if skipping else ",") + " use --config.dtype=float32 if the run "
+      "was in bfloat16" + ("" if skipping else ", or set --config.on_nonfinite=skip to drop "
+                           "such updates and go on") + ".")
 
 
 def run(task: Task, config, workdir: str, devices) -> dict:
@@ -444,7 +461,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
               skipped_total += int(train["skipped"])
               if train["skipped"] == len(history):
                 _raise_non_finite("every update of the last log interval", float("nan"), step,
-                                  ckpt)
+                                  ckpt, skipping=True)
             if step > interval_start:
               train[throughput] = ((step - interval_start) * task.units_per_step
                                    / (time.perf_counter() - t0))

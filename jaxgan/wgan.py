@@ -319,24 +319,28 @@ class WGANTask(Task):
     writer.write_image(step, "samples", grid, f"samples/step_{step:07d}.png")
 
 
-def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -1,
-                     features: str | None = None, batch_size: int | None = None,
-                     held_out_split: str | None = None, max_train: int = 10000) -> dict:
+def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
+                     dataset: str | None = None, features: str | None = None,
+                     batch_size: int | None = None, held_out_split: str | None = None,
+                     max_train: int = 10000) -> dict:
   """Sample a trained WGAN and measure the samples.
 
   Writes `<workdir>/samples.npz` (uint8), `samples.png` (grid), `eval.json`
   and `memorisation.png` (the 8 samples nearest to a training image, each
   beside it). Metrics (`jaxgan.gan_metrics.unconditional_report`) use the
   feature space `features` (default: pixels) against the held-out split
-  (`test` unless given) and up to `max_train` training images.
+  (`test` unless given) and up to `max_train` training images of `dataset`
+  (default: the training run's).
   """
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import unconditional_report
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
-  devices = parallel.local_devices(num_devices)
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: WGANTask(config, devices, train=False))
+  if dataset:
+    config = config.copy_and_resolve_references()
+    config.dataset = dataset
   space = feature_space(features or "pixels")
   noise = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (num_samples, task.nz))
   samples = task.generate(state, noise)
@@ -350,7 +354,7 @@ def evaluate_workdir(workdir: str, num_samples: int = 1000, num_devices: int = -
   train = train[np.sort(np.random.default_rng(0).permutation(len(train))[:max_train])]
   report, pairs = unconditional_report(space, samples, held_out, train, batch_size or 250, devices)
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
-            "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
+            "dataset": str(config.dataset), "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
             "grid": os.path.join(workdir, "samples.png"),
             "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
   if jax.process_index() == 0:

@@ -35,7 +35,7 @@ class MetricWriter:
 
   def write(self, step: int, split: str, metrics: Mapping[str, float], **extra) -> None:
     """One record: scalars under `<split>/<name>` in TensorBoard, a line in metrics.jsonl."""
-    if not self.enabled:
+    if not self.enabled or not metrics:  # e.g. a GAN's evaluation, which has no metric
       return
     record = {"step": int(step), "split": split, "time": round(time.time(), 3), **extra}
     for name, value in metrics.items():

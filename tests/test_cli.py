@@ -21,6 +21,7 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
   workdir, dump = str(tmp_path / "run"), tmp_path / "xla_dump"
   out = run("train.py", *TINY, f"--config.dataset={image_folder}", "--config.seed=3",
             "--config.weight_decay=0.0005", "--config.learning_rate=0.1", f"--workdir={workdir}",
+            "--config.eval_subset=5",
             f"--config.xla_flags=--xla_dump_to={dump}")
   assert out.returncode == 0, out.stderr
   assert "final eval: loss" in out.stdout
@@ -37,7 +38,10 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
   assert out.returncode == 0, out.stderr
   assert "with flip TTA" in out.stdout and " a " in out.stdout.replace("\n", " ")
   with open(os.path.join(workdir, "eval.json")) as f:
-    assert json.load(f)["num_examples"] == 12
+    assert json.load(f)["num_examples"] == 12  # every test image, not training's eval_subset
+  out = run("evaluate.py", f"--workdir={workdir}", "--num_devices=1", "--eval_subset=6")
+  assert out.returncode == 0, out.stderr
+  assert "(test, 6 images)" in out.stdout
 
 
 @pytest.mark.parametrize("override,message", [
@@ -46,6 +50,10 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
     ("--config.dataset=/nonexistent/cifar", "does not exist"),
     ("--config.augment.pad_mode=wrap", "pad_mode must be one of"),
     ("--config.xla_flags=xla_gpu_graph_min_graph_size=1", "is not an XLA flag"),
+    ("--config.model.nf=0", r"model.nf must be a whole number >= 1, got 0"),
+    ("--config.model.num_blocks=(1,x)", r"model.num_blocks must be whole numbers >= 0"),
+    ("--config.train_subset=-7", r"train_subset must be -1 \(all images\) or >= 1"),
+    ("--config.eval_every_epochs=-1", "eval_every_epochs must be >= 0"),
 ])
 def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, override, message):
   import re
@@ -66,3 +74,34 @@ def test_unknown_config_field_is_named(tmp_path):
 def test_evaluate_on_a_non_workdir_is_a_clear_error(tmp_path):
   out = run("evaluate.py", f"--workdir={tmp_path}")
   assert out.returncode == 2 and "no config.json" in out.stderr
+
+
+def test_evaluate_and_translate_errors_are_one_paragraph(tmp_path):
+  """A workdir whose run never saved, a damaged config.json, bad flag values."""
+  from configs import cyclegan_horse2zebra, tiny_darknet
+  never_saved, cyclegan, damaged = (tmp_path / n for n in ("never_saved", "cyclegan", "damaged"))
+  for workdir, config in ((never_saved, tiny_darknet), (cyclegan, cyclegan_horse2zebra)):
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config.get_config().to_json())
+  damaged.mkdir()
+  (damaged / "config.json").write_text('{"task": "classifier", ')
+  images = tmp_path / "images"
+  images.mkdir()
+  from PIL import Image
+  Image.new("RGB", (8, 8)).save(images / "a.png")
+  cases = [
+      (["evaluate.py", f"--workdir={never_saved}"], "no checkpoint under"),
+      (["translate.py", f"--workdir={cyclegan}", f"--input={images}", f"--output={tmp_path}/o"],
+       "no checkpoint under"),
+      (["evaluate.py", f"--workdir={damaged}"], "config.json cannot be read as a config"),
+      (["evaluate.py", f"--workdir={never_saved}", "--num_devices=64"], "--num_devices: "),
+      (["evaluate.py", f"--workdir={never_saved}", "--num_samples=1"], "--num_samples must be"),
+      (["evaluate.py", f"--workdir={never_saved}", "--batch_size=0"], "--batch_size must be"),
+      (["evaluate.py", f"--workdir={never_saved}", "--eval_subset=-3"], "--eval_subset must be"),
+  ]
+  for args, message in cases:
+    out = run(*args)
+    assert out.returncode == 2, (args, out.stderr)
+    # The message, then nothing else: no traceback from a background thread either.
+    assert out.stderr.strip().startswith("error: ") and message in out.stderr, (args, out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)

@@ -15,7 +15,7 @@ from jaxgan import experiment, parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.cyclegan import CycleGANTask, gan_loss
 from jaxgan.data import load_domains
-from jaxgan.errors import ConfigError, DatasetError
+from jaxgan.errors import ConfigError, DatasetError, WorkdirError
 from jaxgan.images import from_uint8
 from jaxgan.writers import read_metrics
 
@@ -361,3 +361,27 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   for d in ("AtoB", "BtoA"):
     assert result[d]["frechet_distance"] > 0 and result[d]["identity_baseline_frechet_distance"] > 0
   assert "untranslated" in out.stdout
+
+  # Inputs whose PNG names would collide keep their extension; the originals are never written.
+  from jaxgan.cyclegan import translate_folder
+  clash = tmp_path / "clash"
+  clash.mkdir()
+  for name in ("x.png", "x.jpg", "y.jpg"):
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(clash / name)
+  result = translate_folder(workdir, str(clash), str(tmp_path / "clash_out"), progress=False)
+  assert result["written"] == 3
+  assert sorted(os.listdir(tmp_path / "clash_out")) == ["x.jpg.png", "x.png.png", "y.png"]
+  for inside in (clash, clash / "out"):
+    with pytest.raises(ConfigError, match="inside --input"):
+      translate_folder(workdir, str(clash), str(inside), progress=False)
+  assert sorted(os.listdir(clash)) == ["x.jpg", "x.png", "y.jpg"]
+  with pytest.raises(DatasetError, match="does not exist"):
+    translate_folder(workdir, str(tmp_path / "nowhere"), str(tmp_path / "o"), progress=False)
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(WorkdirError, match="cannot create --output"):
+    translate_folder(workdir, str(clash), str(tmp_path / "a_file"), progress=False)
+
+  # Two folders given to evaluate are labelled as such, not as the training folders.
+  result = experiment.evaluate(workdir, dataset=f"{clash},{clash}", num_devices=1)
+  assert result["split"] == "all images of the two folders given to evaluate"
+  assert result["num_a"] == result["num_b"] == 3

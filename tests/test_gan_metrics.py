@@ -9,7 +9,7 @@ from conftest import tiny_config
 from jaxgan import experiment
 from jaxgan.features import darknet_space, feature_space, pixel_space
 from jaxgan.errors import ConfigError
-from jaxgan.gan_metrics import (diversity, feature_stats, frechet_distance, frechet_distance_of,
+from jaxgan.gan_metrics import (class_coverage, diversity, feature_stats, frechet_distance, frechet_distance_of,
                                 kernel_inception_distance, unconditional_report)
 
 
@@ -89,6 +89,14 @@ def test_known_failures_are_flagged_and_real_images_are_not():
   assert real["frechet_distance"] < collapsed["frechet_distance"]
   no_held_out, _ = unconditional_report(space, _blobs(100, 4), None, train, devices=devices)
   assert no_held_out["flags"]["memorisation"] is None and "memorisation" not in no_held_out
+
+
+def test_class_coverage_entropy_and_counts():
+  c = class_coverage(np.array([0, 0, 1, 1, 2, 2, 3, 3]), num_classes=10)
+  assert c["class_entropy"] == pytest.approx(np.log(4)) and c["classes_covered"] == 4
+  collapsed = class_coverage(np.zeros(8, np.int64), num_classes=10)
+  # One class only: entropy exactly 0.0, which a report prints as 0.000, not -0.000.
+  assert f"{collapsed['class_entropy']:.3f}" == "0.000" and collapsed["classes_covered"] == 1
 
 
 def test_diversity_ratio_of_identical_sets():

@@ -150,24 +150,28 @@ def test_damaged_latest_checkpoint_falls_back_and_is_kept_aside(image_folder, tm
   assert_same_state(final_state(workdir)[0], final_state(straight)[0])
 
 
-def poison(task, at_step):
-  """Make the loss of the step that starts from `state.step == at_step` NaN."""
+def poison(task, at_step, through=None):
+  """Make the loss of the steps that start from `at_step` <= `state.step` <= `through`
+  (default: `at_step`) NaN."""
   original = task.train_step
+  through = at_step if through is None else through
 
   def train_step(state, batch, rng):
     new, metrics = original(state, batch, rng)
-    metrics["loss"] = jnp.where(state.step == at_step, jnp.nan, metrics["loss"])
+    bad = (state.step >= at_step) & (state.step <= through)
+    metrics["loss"] = jnp.where(bad, jnp.nan, metrics["loss"])
     return new, metrics
 
   task.train_step = train_step
   return task
 
 
-def train_poisoned(config, workdir, at_step):
+def train_poisoned(config, workdir, at_step, through=None):
   from jaxgan import parallel
   from jaxgan.loop import run
   devices = parallel.local_devices(1)
-  return run(poison(experiment.build_task(config, devices), at_step), config, workdir, devices)
+  return run(poison(experiment.build_task(config, devices), at_step, through), config, workdir,
+             devices)
 
 
 def test_non_finite_loss_names_the_exact_step_and_keeps_the_checkpoint(image_folder, tmp_path):
@@ -190,6 +194,10 @@ def test_skip_policy_drops_the_bad_update_and_counts_it(image_folder, tmp_path, 
   assert int(a["step"]) == 4 and int(b["step"]) == 3
   assert_same_state(a["params"], b["params"])
   assert_same_state(a["opt_state"], b["opt_state"])
+  # A whole log interval of dropped updates stops the run, without suggesting skip again.
+  with pytest.raises(NonFiniteLossError, match="every update of the last log interval") as e:
+    train_poisoned(cfg(6), str(tmp_path / "all_bad"), at_step=2, through=3)
+  assert "Lower the learning rate or use" in str(e.value) and "on_nonfinite" not in str(e.value)
   with pytest.raises(ConfigError, match="on_nonfinite"):
     experiment.train_and_evaluate(tiny_config(image_folder, on_nonfinite="ignore"),
                                   str(tmp_path / "x"))

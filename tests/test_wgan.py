@@ -104,9 +104,11 @@ def test_critic_loss_falls_over_a_few_hundred_critic_steps(gan_folder, tmp_path)
   assert np.mean(losses[-3:]) < np.mean(losses[1:4])
 
 
-def test_sample_grids_metrics_and_evaluate(gan_folder, tmp_path):
+def test_sample_grids_metrics_and_evaluate(gan_folder, image_folder, tmp_path):
   workdir = str(tmp_path / "run")
   experiment.train_and_evaluate(tiny_wgan_config(gan_folder, num_train_steps=8), workdir)
+  # Training has no evaluation metric: no empty eval rows in the log.
+  assert {r["split"] for r in read_metrics(workdir)} == {"train"}
   records = [r for r in read_metrics(workdir) if "loss_d" in r]
   assert {"loss_d", "loss_g", "d_real", "d_fake", "gen_iters_per_s"} <= set(records[-1])
   assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_0000004.png",
@@ -132,6 +134,11 @@ def test_sample_grids_metrics_and_evaluate(gan_folder, tmp_path):
     samples = z["images"]
   assert samples.shape == (20, 16, 16, 3) and samples.dtype == np.uint8
   assert os.path.exists(out["grid"])
+
+  # --dataset points the metrics at another copy: one with a test split gives held-out images.
+  out = experiment.evaluate(workdir, dataset=image_folder, num_samples=20, num_devices=1)
+  assert out["dataset"] == image_folder and out["num_held_out"] == 12
+  assert out["reference"].startswith("held-out")
 
 
 def test_resume_reproduces_uninterrupted_run(gan_folder, tmp_path):

@@ -166,8 +166,9 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
   """
   path = os.path.expanduser(path)
   if not os.path.exists(path):
-    raise DatasetError(f"dataset path {path!r} does not exist. Pass --config.dataset with a "
-                       "TFDS name or a folder (or tar archive) of images.")
+    raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
+                       "(train.py) or --dataset (evaluate.py) a TFDS name or a folder (or tar "
+                       "archive) of images.")
   if os.path.isfile(path) and not is_archive(path):
     raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
                        f"({', '.join(ARCHIVE_SUFFIXES)}).")
@@ -240,8 +241,9 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
   """
   path = os.path.expanduser(path)
   if not os.path.exists(path):
-    raise DatasetError(f"dataset path {path!r} does not exist. Pass --config.dataset with a "
-                       f"TFDS name or an image folder. {_layout_help(path, splits)}")
+    raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
+                       "(train.py) or --dataset (evaluate.py) a TFDS name or an image folder. "
+                       f"{_layout_help(path, splits)}")
   if os.path.isfile(path) and not is_archive(path):
     raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
                        f"({', '.join(ARCHIVE_SUFFIXES)}). {_layout_help(path, splits)}")
