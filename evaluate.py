@@ -9,9 +9,10 @@ Uses the config saved in the workdir and writes <workdir>/eval.json:
 - CycleGAN: the test domains translated both ways: cycle and identity L1,
   translations.npz (uint8 fake_B of each test A, fake_A of each test B), eval.png.
 """
-import sys
 
 from absl import app, flags, logging
+
+from jaxgan import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
 _DATASET = flags.DEFINE_string("dataset", None, "Override the dataset (e.g. if it moved; "
@@ -66,15 +67,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
-  from jaxgan.errors import UserError
   from jaxgan.experiment import evaluate
-  try:
+  with cli.user_errors():
     result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
                       eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
                       features=_FEATURES.value, eval_subset=_SUBSET.value)
-  except UserError as e:
-    print(f"{e.prefix}: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
   if "cycle_l1_A" in result:
     print(f"step {result['step']} on {result['dataset']} ({result['split']}: "
           f"{result['num_a']} A, {result['num_b']} B images)")
@@ -107,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

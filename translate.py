@@ -10,9 +10,10 @@ back) and written as PNG under --output with the same relative name.
 --resize N first scales each image's shorter side to N (e.g. 256, the
 training resolution; large photos need a lot of memory at full size).
 """
-import sys
 
 from absl import app, flags, logging
+
+from jaxgan import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A CycleGAN workdir written by train.py.")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to translate.")
@@ -26,14 +27,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
-  from jaxgan.errors import UserError
   from jaxgan.experiment import translate
-  try:
+  with cli.user_errors():
     result = translate(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _DIRECTION.value,
                        _RESIZE.value)
-  except UserError as e:
-    print(f"{e.prefix}: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
   print(f"{result['written']} translated ({result['direction']}, checkpoint step "
         f"{result['step']}) into {result['output_dir']}")
   if result["skipped"]:
@@ -42,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

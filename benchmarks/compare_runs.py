@@ -18,9 +18,15 @@ import sys
 
 
 def load_rows(path: str) -> list:
-  """The jaxgan rows of one train_throughput.py JSON, each with its file's XLA flags."""
+  """The jaxgan rows of one train_throughput.py JSON, each with its file's XLA flags; a
+  ValueError for a file that is not JSON or not such a report."""
   with open(path) as f:
-    report = json.load(f)
+    try:
+      report = json.load(f)
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+      raise ValueError(f"not JSON ({e})") from None
+  if not isinstance(report, dict):
+    raise ValueError("not a train_throughput.py report")
   flags = report.get("machine", {}).get("xla_flags", "")
   return [dict(row, file=os.path.basename(path), xla_flags=flags)
           for row in report.get("results", []) if row.get("framework") == "jaxgan"]
@@ -78,7 +84,12 @@ def main(argv=None) -> int:
     if not os.path.exists(path):
       print(f"{path}: missing (skipped or timed out?)")
       continue
-    found = load_rows(path)
+    try:
+      found = load_rows(path)
+    except (OSError, ValueError) as e:
+      print(f"error: {path}: {getattr(e, 'strerror', None) or e}; give the JSON files "
+            "train_throughput.py --json wrote", file=sys.stderr)
+      return 2
     if not found:
       print(f"{path}: no jaxgan row")
     rows += found

@@ -36,7 +36,6 @@ Needs JAX's CUDA plugin matching jax, which installs without a GPU or CUDA
 The target description is written here from the H100 SXM's data-sheet
 figures (132 SMs, 80 GB HBM3 at 3.35 TB/s, compute capability 9.0, cuDNN 9).
 """
-import argparse
 import collections
 import glob
 import importlib
@@ -88,6 +87,11 @@ _BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2,
           "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([a-z][\w\-]*)\((.*)$")
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$")
+
+
+# Config fields set from this script's flags (its JSON records those), and the fix.
+FLAG_FIELDS = {"batch_size": "use --batch_size", "dtype": "use --dtype",
+               "num_devices": "the step is compiled for one device"}
 
 
 class PluginMissing(RuntimeError):
@@ -291,8 +295,8 @@ def report(counts: dict) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  from benchmarks.train_throughput import PRESETS, override_problem
+  from benchmarks.train_throughput import PRESETS, ArgumentParser, override_problem
+  parser = ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cyclegan")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="default: 1 for cyclegan, 64 for the WGANs, 512 for classifiers")
@@ -307,7 +311,7 @@ def main(argv=None) -> int:
   parser.add_argument("--hlo", default="", help="write the optimised HLO text here")
   parser.add_argument("--json", default="", help="write the counts here")
   args = parser.parse_args(argv)
-  problem = override_problem(args.set, "give them with --xla_flags")
+  problem = override_problem(args.set, args.preset, FLAG_FIELDS, "give them with --xla_flags")
   if problem:
     parser.error(problem)
   # Before any backend starts: the CUDA plugin must not look for a GPU, and XLA reads its
@@ -318,6 +322,7 @@ def main(argv=None) -> int:
                                       f"--xla_dump_to={dump}",
                                       "--xla_dump_hlo_module_re=.*step_fn.*"])
   import jax
+  from jaxgan.errors import UserError
   jax.config.update("jax_platforms", "cpu")
   batch = args.batch_size or (1 if args.preset == "cyclegan" else
                               64 if args.preset.startswith("wgan") else 512)
@@ -327,6 +332,9 @@ def main(argv=None) -> int:
   except PluginMissing as e:
     print(e, file=sys.stderr)
     return 2
+  except UserError as e:  # a --set value the task refuses
+    print(f"{e.prefix}: {e}", file=sys.stderr)
+    return e.exit_code
   counts = count_kernels(hlo)
   sequences = sorted(glob.glob(os.path.join(dump, "*thunk_sequence_after_thunk_passes.txt")))
   if sequences:

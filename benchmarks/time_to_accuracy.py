@@ -34,19 +34,23 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py).")
+from jaxgan import cli
+from jaxgan.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Classifier recipe file (configs/*.py).")
 _DATASET = flags.DEFINE_string("dataset", None, "Overrides config.dataset (TFDS name, folder "
                                "or archive of train/<class>/* and test/<class>/*).")
 _TARGET = flags.DEFINE_float("target", 0.94, "Test accuracy to reach.")
 _METRIC = flags.DEFINE_string("metric", "", "Evaluation metric compared with --target "
                               "(default: accuracy_translate_tta when the config has "
                               "tta_translate, else accuracy_flip_tta).")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Runs, with seeds 0..N-1.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "How many runs (at least 1), with seeds 0..N-1.")
 _JSON = flags.DEFINE_string("json", "", "Write the results here too (after each framework).")
 _TARGET_FROM = flags.DEFINE_string(
     "target_from", "", "A JSON written by this script (e.g. the PyTorch twin's run on the same "
-    "data): its mean final accuracy becomes the target, and its runs' times to that target "
-    "are printed beside these.")
+    "data, with the same --metric): its mean final accuracy becomes the target, and its runs' "
+    "times to that target are printed beside these.")
 _FRAMEWORK = flags.DEFINE_enum("framework", "jax", ["jax", "torch", "both"],
                                "jaxgan, the PyTorch reference of the same recipe on the same "
                                "data (benchmarks/torch_recipes.py), or both, one after the other.")
@@ -54,6 +58,38 @@ _TORCH_VARIANT = flags.DEFINE_enum("torch_variant", "channels_last",
                                    ["eager", "channels_last", "compile"],
                                    "PyTorch variant (bfloat16 configs use autocast).")
 flags.mark_flags_as_required(["config"])
+
+
+def check_flags(config) -> None:
+  """What this script cannot run, before any data or JAX: the fix in one line."""
+  task = config.get("task", "classifier")
+  if task != "classifier":
+    raise UserError(f"--config is a {task!r} recipe; time_to_accuracy.py times classifier "
+                    "recipes to a test accuracy (e.g. configs/cifar10_fast.py). For a GAN's "
+                    "training speed use benchmarks/train_throughput.py --preset wgan32, "
+                    "wgan64 or cyclegan")
+  if _SEEDS.value < 1:
+    raise UserError(f"--seeds={_SEEDS.value} runs no seed: it is how many runs (seeds "
+                    "0..N-1); give 1 or more")
+
+
+def load_reference(path: str, metric: str) -> tuple:
+  """(framework, measurement) of a --json this script wrote, for --target_from."""
+  fix = "give a --json file that time_to_accuracy.py wrote"
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except OSError as e:
+    raise UserError(f"--target_from={path}: {e.strerror}; {fix}") from None
+  except ValueError as e:  # not JSON (json.JSONDecodeError, UnicodeDecodeError)
+    raise UserError(f"--target_from={path} is not JSON ({e}); {fix}") from None
+  name = next((k for k in ("torch", "jaxgan") if isinstance(saved, dict) and k in saved), None)
+  if name is None:
+    raise UserError(f"--target_from={path} holds no 'torch' or 'jaxgan' measurement; {fix}")
+  if saved.get("metric") != metric:  # its runs' histories hold only the metric it compared
+    raise UserError(f"--target_from={path} measured {saved.get('metric')!r}, not {metric!r}; "
+                    f"pass --metric={saved.get('metric')}")
+  return name, saved[name]
 
 
 def default_metric(config) -> str:
@@ -226,11 +262,17 @@ def time_to_accuracy(config, target: float, metric: str, seeds: int, report=prin
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  with cli.user_errors():
+    benchmark()
+
+
+def benchmark():
+  """The measurement the flags ask for; see the module docstring."""
   if _FRAMEWORK.value != "jax":  # JAX must not take the GPU memory PyTorch will need
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   from train_throughput import machine
-  from jaxgan.errors import UserError
   config = _CONFIG.value
+  check_flags(config)
   with config.unlocked():
     if _DATASET.value:
       config.dataset = _DATASET.value
@@ -238,19 +280,12 @@ def main(argv):
   metric = _METRIC.value or default_metric(config)
   target, reference = _TARGET.value, None
   if _TARGET_FROM.value:
-    with open(_TARGET_FROM.value) as f:
-      saved = json.load(f)
-    name = next(k for k in ("torch", "jaxgan") if k in saved)
-    reference = saved[name]
+    name, reference = load_reference(_TARGET_FROM.value, metric)
     target = reference["summary"]["final_mean"]
     print(f"target {metric} >= {target:.4f}: the mean final accuracy of {name} in "
           f"{_TARGET_FROM.value}", flush=True)
   from jaxgan import parallel
-  try:  # before machine() starts JAX: XLA reads its flags once
-    parallel.use_xla_flags(config.get("xla_flags", ""))
-  except UserError as e:
-    print(f"{e.prefix}: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
+  parallel.use_xla_flags(config.get("xla_flags", ""))  # before machine() starts JAX
   info = machine()
   print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
   report = lambda s: print(s, flush=True)
@@ -261,19 +296,15 @@ def main(argv):
       with open(_JSON.value, "w") as f:
         json.dump(out, f, indent=2, default=str)
 
-  try:
-    if _FRAMEWORK.value in ("jax", "both"):
-      out["jaxgan"] = time_to_accuracy(config, target, metric, _SEEDS.value, report)
-      save()
-    if _FRAMEWORK.value in ("torch", "both"):
-      import torch
-      info["torch"] = torch.__version__
-      out["torch"] = torch_time_to_accuracy(config, target, metric, _SEEDS.value,
-                                            _TORCH_VARIANT.value, report=report)
-      save()
-  except UserError as e:
-    print(f"{e.prefix}: {e}", file=sys.stderr)
-    sys.exit(e.exit_code)
+  if _FRAMEWORK.value in ("jax", "both"):
+    out["jaxgan"] = time_to_accuracy(config, target, metric, _SEEDS.value, report)
+    save()
+  if _FRAMEWORK.value in ("torch", "both"):
+    import torch
+    info["torch"] = torch.__version__
+    out["torch"] = torch_time_to_accuracy(config, target, metric, _SEEDS.value,
+                                          _TORCH_VARIANT.value, report=report)
+    save()
   if reference is not None:
     report(f"the reference ({_TARGET_FROM.value}), timed to the same target:")
     out["reference"] = retarget(reference, metric, target, report)
@@ -292,4 +323,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -52,6 +52,7 @@ preallocate GPU memory, so the two share the GPU. The JSON holds the device
 name, the software versions and every row.
 """
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -59,6 +60,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxgan import cli
+from jaxgan.errors import ConfigError, UserError
 
 # preset: (config module, model overrides, first timed step)
 PRESETS = {
@@ -87,6 +91,10 @@ PEAK_TFLOPS = (
     ("V100", {"float16": 125.0, "bfloat16": 15.7, "float32": 15.7}),
 )
 TORCH_MODES = ("auto", "off", "only")
+# Config fields this script sets from its own flags, which its rows record: a --set of one
+# would time another step than the row names. field: the fix.
+FLAG_FIELDS = {"batch_size": "use --batch_sizes", "dtype": "use --dtypes",
+               "num_devices": "use --num_devices"}
 
 
 def config_for(preset, batch_size, dtype, num_devices, overrides=()):
@@ -103,10 +111,12 @@ def config_for(preset, batch_size, dtype, num_devices, overrides=()):
   config.batch_size = batch_size
   config.dtype = dtype
   config.num_devices = num_devices
+  config.lock()  # an override must name a field of the preset, not add one no step reads
   for override in overrides:
     key, value = override.split("=", 1)
     value = json.loads(value)
     config.update_from_flattened_dict({key: tuple(value) if isinstance(value, list) else value})
+  config.unlock()
   return config
 
 
@@ -198,9 +208,10 @@ def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None
   """(task, devices, fresh state not yet replicated, pmapped step) of a preset."""
   import jax
   from jaxgan import parallel
-  from jaxgan.experiment import build_task
+  from jaxgan.experiment import build_task, validate_config
   config = config_for(preset, batch_size, dtype, num_devices, overrides)
   devices = parallel.local_devices(num_devices)
+  validate_config(config, len(devices))  # a --set value that cannot work, named
   task = build_task(config, devices)
   phase("data and model")
   state = task.init_state(jax.random.PRNGKey(0))
@@ -384,16 +395,46 @@ def format_row(r):
           f"{_fmt(r['mfu'], '6.1%'):>6s} {_fmt(mem, '8.2f'):>8s}")
 
 
+def batch_sizes(text: str) -> list:
+  """--batch_sizes: positive whole numbers, comma-separated."""
+  try:
+    sizes = [int(s) for s in text.split(",")]
+  except ValueError:
+    sizes = []
+  if not sizes or min(sizes) < 1:
+    raise argparse.ArgumentTypeError(f"{text!r}: give positive whole numbers separated by "
+                                     "commas, e.g. 256,512")
+  return sizes
+
+
+def dtypes(text: str) -> list:
+  """--dtypes: jaxgan's compute dtypes, comma-separated."""
+  from jaxgan.models.layers import COMPUTE_DTYPES
+  names = text.split(",")
+  unknown = [n for n in names if n not in COMPUTE_DTYPES]
+  if unknown:
+    raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not supported; use one or more of "
+                                     f"{','.join(sorted(COMPUTE_DTYPES))}")
+  return names
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse's, printing a bad flag as the CLIs print a user error: one line, exit 2."""
+
+  def error(self, message):
+    self.exit(2, f"error: {message}\n")
+
+
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="darknet")
-  parser.add_argument("--batch_sizes", default="256")
-  parser.add_argument("--dtypes", default="bfloat16,float32")
+  parser.add_argument("--batch_sizes", type=batch_sizes, default="256")
+  parser.add_argument("--dtypes", type=dtypes, default="bfloat16,float32")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warm_steps", type=int, default=5,
                       help="untimed steps after the compiling one, before the timed ones (on "
                            "an H100 the Darknet step took several steps to settle)")
-  parser.add_argument("--num_devices", type=int, default=-1)
+  parser.add_argument("--num_devices", type=int, default=-1, help="local devices (-1: all)")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="peak dense TFLOP/s of one device for the MFU (default: from the "
                            "device kind; none on CPU)")
@@ -405,32 +446,87 @@ def parse_args(argv=None):
                       help="comma-separated of eager, channels_last, compile (default: all "
                            "three on CUDA, eager and compile on CPU)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                      help="override a field of jaxgan's config, e.g. --set stack_networks=true "
-                           "(needs --torch off: the PyTorch twin would not follow it)")
+                      help="override a field of the preset's jaxgan config, e.g. --preset "
+                           "cyclegan --set stack_networks=true (needs --torch off: the PyTorch "
+                           "twin would not follow it)")
   parser.add_argument("--json", default="", help="write results here (default: print only)")
   args = parser.parse_args(argv)
   if args.steps < 1 or args.warm_steps < 0:
     parser.error("--steps must be positive and --warm_steps not negative")
+  if args.num_devices == 0 or args.num_devices < -1:
+    parser.error(f"--num_devices={args.num_devices}: give a count of at least 1, or -1 for all")
   if args.set and args.torch != "off":
     parser.error("--set changes jaxgan's config only: add --torch off")
-  problem = override_problem(args.set, "export XLA_FLAGS instead (the JSON records it)")
+  problem = override_problem(args.set, args.preset, FLAG_FIELDS,
+                             "export XLA_FLAGS instead (the JSON records it)")
   if problem:
     parser.error(problem)
   return args
 
 
-def override_problem(overrides, xla_hint: str) -> str | None:
-  """What is wrong with config_for's "field=<JSON>" overrides, for a script's --set; None if
-  nothing. XLA's flags cannot be one: the benchmarks start JAX before they read a config."""
+def override_problem(overrides, preset: str, flag_fields: dict, xla_hint: str) -> str | None:
+  """What is wrong with config_for's "field=<JSON>" overrides of `preset`, for a script's
+  --set; None if nothing. XLA's flags cannot be one: the benchmarks start JAX before they read
+  a config. Nor can the fields the script sets from its flags (`flag_fields`: field -> fix)."""
   for override in overrides:
     key, _, value = override.partition("=")
     if key == "xla_flags":
       return f"--set xla_flags: JAX starts before the config is read here; {xla_hint}"
+    if key in flag_fields:
+      return f"--set {key}: this script sets it; {flag_fields[key]}"
+    problem = field_problem(key, preset)
+    if problem:
+      return problem
     try:
       json.loads(value)
     except json.JSONDecodeError:
       return f"--set {override}: the value after '=' must be JSON, e.g. {key}=true"
+    try:
+      config_for(preset, 1, "float32", -1, [override])
+    except TypeError as e:  # ml_collections: a value of another type than the field's
+      return f"--set {override}: {e}"
   return None
+
+
+def field_problem(key: str, preset: str) -> str | None:
+  """Why the dotted `key` names no field of `preset`'s config (None if it does): a misspelt
+  key would otherwise be recorded in the row while the default step is timed."""
+  parts = key.split(".")
+  path, node = walk(preset, parts)
+  if len(path) == len(parts):
+    return None
+  where = f"--set {key}: the config of --preset {preset}"
+  if not hasattr(node, "keys"):
+    return f"{where} has {'.'.join(path)} as a value, not a group of fields"
+  missing = parts[len(path)]
+  close = difflib.get_close_matches(missing, list(node.keys()), n=3)
+  hint = f"; did you mean {' or '.join('.'.join(path + [c]) for c in close)}?" if close else ""
+  others = [p for p in sorted(PRESETS) if len(walk(p, parts)[0]) == len(parts)]
+  elsewhere = f" (presets that have it: {', '.join(others)})" if others else ""
+  return f"{where} has no field {'.'.join(path + [missing])}{hint}{elsewhere}"
+
+
+def walk(preset: str, parts: list):
+  """(the leading `parts` of a dotted key that `preset`'s config has, the value at the last)."""
+  node, path = config_for(preset, 1, "float32", -1), []
+  for part in parts:
+    if not hasattr(node, "keys") or part not in node:
+      break
+    node, path = node[part], path + [part]
+  return path, node
+
+
+def check_devices(num_devices: int, batch_sizes: list) -> None:
+  """Before any measurement: the devices asked for exist and split every batch evenly."""
+  from jaxgan import parallel
+  try:
+    n = len(parallel.local_devices(num_devices))
+  except ValueError as e:
+    raise ConfigError(f"--num_devices: {e}") from None
+  for bs in batch_sizes:
+    if bs % n:
+      raise ConfigError(f"--batch_sizes {bs} does not split evenly over {n} devices; use a "
+                        f"multiple of {n}, or fewer devices with --num_devices")
 
 
 def run(args, save=lambda report: None):
@@ -438,7 +534,9 @@ def run(args, save=lambda report: None):
   passing the report so far to `save` after each configuration (a timeout keeps those)."""
   use_torch = args.torch == "only" or (args.torch == "auto" and torch_available())
   if args.torch == "only" and not torch_available():
-    raise SystemExit("--torch only needs PyTorch installed")
+    raise UserError("--torch only needs PyTorch installed (pip install torch)")
+  if args.torch != "only":
+    check_devices(args.num_devices, args.batch_sizes)
   torch_device = None
   if use_torch:
     from benchmarks.torch_reference import default_device
@@ -450,8 +548,8 @@ def run(args, save=lambda report: None):
   rows, comparisons = [], []
   report = {"machine": info, "preset": args.preset, "results": rows, "ratios": comparisons}
   print(HEADER)
-  for dtype in args.dtypes.split(","):
-    for bs in map(int, args.batch_sizes.split(",")):
+  for dtype in args.dtypes:
+    for bs in args.batch_sizes:
       jax_row = None
       if args.torch != "only":
         jax_row = measure(args.preset, bs, dtype, args.steps, args.num_devices, args.peak_tflops,
@@ -490,7 +588,8 @@ def main(argv=None):
       with open(args.json, "w") as f:
         json.dump(report, f, indent=2)
 
-  save(run(args, save))
+  with cli.user_errors():
+    save(run(args, save))
 
 
 if __name__ == "__main__":

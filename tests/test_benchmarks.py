@@ -76,7 +76,7 @@ def test_set_overrides_jaxgan_config_and_is_recorded(tmp_path, capsys):
   assert analytic / 1.5 < row["flops_per_step"] < analytic * 1.5
   # The PyTorch twin would not follow an override, and a value must be JSON.
   for argv, message in ((["--set", "model.nf=8"], "--torch off"),
-                        (["--torch", "off", "--set", "stack_networks=yes"], "must be JSON"),
+                        (["--torch", "off", "--set", "model.nf=yes"], "must be JSON"),
                         (["--torch", "off", "--set", 'xla_flags="--xla_x=1"'], "XLA_FLAGS")):
     with pytest.raises(SystemExit):
       tt.parse_args(argv)

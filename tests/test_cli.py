@@ -54,6 +54,7 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
     ("--config.model.num_blocks=(1,x)", r"model.num_blocks must be whole numbers >= 0"),
     ("--config.train_subset=-7", r"train_subset must be -1 \(all images\) or >= 1"),
     ("--config.eval_every_epochs=-1", "eval_every_epochs must be >= 0"),
+    ("--config.batch_size=abc", r"flag --config.batch_size=abc: invalid literal .* --helpshort"),
 ])
 def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, override, message):
   import re
