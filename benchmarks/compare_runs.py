@@ -25,11 +25,12 @@ def load_rows(path: str) -> list:
       report = json.load(f)
     except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
       raise ValueError(f"not JSON ({e})") from None
-  if not isinstance(report, dict):
-    raise ValueError("not a train_throughput.py report")
+  rows = report.get("results") if isinstance(report, dict) else None
+  if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    raise ValueError("not a train_throughput.py report (no list of result rows)")
   flags = report.get("machine", {}).get("xla_flags", "")
   return [dict(row, file=os.path.basename(path), xla_flags=flags)
-          for row in report.get("results", []) if row.get("framework") == "jaxgan"]
+          for row in rows if row.get("framework") == "jaxgan"]
 
 
 def metrics_gap(a: dict, b: dict) -> float | None:

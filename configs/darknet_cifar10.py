@@ -59,7 +59,8 @@ def get_config():
   config.schedule = "clr_beta"  # clr_beta | clr | triangle | constant
   config.clr_beta = (20, 20, 0.95, 0.85)  # (div, pct, max momentum, min momentum)
   config.clr = (50, 15, 0.95, 0.85)  # (div, cut_div, max momentum, min momentum)
-  config.momentum = 0.9  # for schedule=constant
+  config.triangle = (0.2, 23, 0.07)  # (start, peak at this % of steps, end) x learning_rate
+  config.momentum = 0.9  # for schedule=constant and triangle
 
   config.augment = ml_collections.ConfigDict()
   config.augment.pad = 4

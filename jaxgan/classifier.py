@@ -421,7 +421,10 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
         config.dataset = dataset
       if eval_batch_size:
         config.eval_batch_size = eval_batch_size
-      config.eval_subset = eval_subset  # not the training run's, which may have been a sample
+      # Every test image, not the training run's sample; random "fake" data has no test set,
+      # so it keeps the run's count unless one is given.
+      if eval_subset != -1 or str(config.dataset) != "fake":
+        config.eval_subset = eval_subset
     return ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
 
   config, task, state, step = restore_latest(workdir, build)

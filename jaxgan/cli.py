@@ -18,7 +18,13 @@ def parse_flags(argv):
   not parse or a misspelt --config.<field> is one line and exit status 2, as other user
   errors are."""
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:  # ml_collections defers a recipe file's load error to first use
+      getattr(flags.FLAGS["config"].value, "get", None)
+    return argv
+  except OSError as e:  # the last line names the file and the reason
+    _exit(f"--config: {str(e).strip().splitlines()[-1].strip()}. Give a recipe file, e.g. "
+          "configs/darknet_cifar10.py.")
   except flags.Error as e:
     _exit(f"{str(e).rstrip('.')}. The flags are listed by --helpshort.")
   except (AttributeError, KeyError) as e:  # what ml_collections raises for an unknown field

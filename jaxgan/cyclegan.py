@@ -397,12 +397,27 @@ def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
   return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def _within(path: str, folder: str) -> bool:
+  rel = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+  return rel != os.pardir and not rel.startswith(os.pardir + os.sep)
+
+
 def _output_names(names: list[str]) -> dict[str, str]:
-  """Each input's PNG name: `x.jpg` -> `x.png`, or `x.jpg.png` where another input
-  (`x.png`, `x.jpeg`) would get the same name."""
-  stem = lambda name: os.path.splitext(name)[0]
-  counts = collections.Counter(stem(n) for n in names)
-  return {n: (stem(n) if counts[stem(n)] == 1 else n) + ".png" for n in names}
+  """Each input's PNG name: `x.jpg` -> `x.png`, or `x.jpg.png` where another input (`x.png`,
+  `X.JPEG` on a file system that ignores case) would get the same name."""
+  full = set()  # inputs that keep their extension
+  while True:
+    outputs = {n: (n if n in full else os.path.splitext(n)[0]) + ".png" for n in names}
+    claims = collections.defaultdict(list)
+    for name, out in outputs.items():
+      claims[out.casefold()].append(name)
+    clashing = {n for group in claims.values() if len(group) > 1 for n in group}
+    if not clashing:
+      return outputs
+    if clashing <= full:
+      raise DatasetError(f"input files {sorted(clashing)[:4]} differ only in case, so their "
+                         "translations would overwrite each other; rename them.")
+    full |= clashing
 
 
 def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
@@ -428,24 +443,25 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
     raise DatasetError(f"--input {input_dir!r} does not exist.")
   if not os.path.isdir(input_dir):
     raise DatasetError(f"--input {input_dir!r} is not a folder of images.")
-  inside = os.path.relpath(os.path.realpath(output_dir), os.path.realpath(input_dir))
-  if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
-    raise ConfigError(f"--output {output_dir!r} is inside --input {input_dir!r}: the "
-                      "translations would overwrite or mix with the originals. Pick another folder.")
   names = sorted(os.path.relpath(os.path.join(d, f), input_dir)
                  for d, _, files in os.walk(input_dir) for f in files
                  if is_image_name(f))
   if not names:
     raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}.")
-  outputs = _output_names(names)
+  outputs = {n: os.path.join(output_dir, out) for n, out in _output_names(names).items()}
+  inside = [path for path in outputs.values() if _within(path, input_dir)]
+  if inside:  # e.g. --output = --input, or a folder above it that mirrors its subfolders
+    raise ConfigError(f"--output {output_dir!r} would write translations inside --input "
+                      f"{input_dir!r} (e.g. {inside[0]}), over or among the originals. Pick a "
+                      "folder outside it.")
+  devices = parallel.local_devices(1)
+  _, task, state, step = restore_latest(
+      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as e:
     raise WorkdirError(f"cannot create --output {output_dir!r}: {e}. Pick a folder you can "
                        "write to.") from None
-  devices = parallel.local_devices(1)
-  _, task, state, step = restore_latest(
-      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
   params = task.generator_params(state, "G_A" if direction == "AtoB" else "G_B")
   written, skipped = [], []
   bar = progress_bar(len(names), f"translating {direction}", enabled=progress)
@@ -465,7 +481,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
       continue
     h, w = image.shape[:2]
     out = task.translate(params, _pad_to_multiple(image)[None])[0, :h, :w]
-    path = os.path.join(output_dir, outputs[name])
+    path = outputs[name]
     save_png(path, out)
     written.append(path)
     bar.update(1)

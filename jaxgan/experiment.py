@@ -69,6 +69,8 @@ def validate_config(config, num_devices_total: int) -> None:
     _check(len(config.clr_beta) == 4, "--config.clr_beta is (div, pct, mom_max, mom_min)")
   if config.get("schedule") == "clr":
     _check(len(config.clr) == 4, "--config.clr is (div, cut_div, mom_max, mom_min)")
+  if config.get("schedule") == "triangle":
+    _check(len(config.triangle) == 3, "--config.triangle is (start, peak %, end)")
   if config.get("task", "classifier") == "classifier":
     _check(config.learning_rate > 0,
            f"--config.learning_rate must be positive, got {config.learning_rate}")

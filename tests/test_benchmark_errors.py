@@ -133,6 +133,9 @@ def test_time_to_accuracy_target_from_must_be_its_own_json(tmp_path, content, me
 @pytest.mark.parametrize("content,message", [
     ("{truncated", "not JSON (Expecting property name"),
     ("[1, 2]", "not a train_throughput.py report"),
+    ('{"results": [1]}', "not a train_throughput.py report"),
+    # A time_to_accuracy.py JSON: valid, but no result rows.
+    ('{"metric": "accuracy", "jaxgan": {}}', "not a train_throughput.py report"),
 ])
 def test_compare_runs_names_a_file_it_cannot_read(tmp_path, capsys, content, message):
   good, bad = tmp_path / "good.json", tmp_path / "bad.json"

@@ -55,6 +55,8 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
     ("--config.train_subset=-7", r"train_subset must be -1 \(all images\) or >= 1"),
     ("--config.eval_every_epochs=-1", "eval_every_epochs must be >= 0"),
     ("--config.batch_size=abc", r"flag --config.batch_size=abc: invalid literal .* --helpshort"),
+    ("--config=configs/nonexistent.py", r"--config: \[Errno 2\] No such file or directory: "
+                                        r"'configs/nonexistent.py'. Give a recipe file"),
 ])
 def test_user_errors_print_a_message_not_a_traceback(image_folder, tmp_path, override, message):
   import re
@@ -106,3 +108,4 @@ def test_evaluate_and_translate_errors_are_one_paragraph(tmp_path):
     # The message, then nothing else: no traceback from a background thread either.
     assert out.stderr.strip().startswith("error: ") and message in out.stderr, (args, out.stderr)
     assert len(out.stderr.strip().splitlines()) == 1, (args, out.stderr)
+  assert not os.path.exists(tmp_path / "o")  # translate failed before writing anything

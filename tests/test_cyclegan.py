@@ -366,15 +366,25 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   from jaxgan.cyclegan import translate_folder
   clash = tmp_path / "clash"
   clash.mkdir()
-  for name in ("x.png", "x.jpg", "y.jpg"):
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(clash / name)
+  new_image = lambda: Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+  for name in ("x.png", "x.jpg", "x.jpg.png", "y.jpg"):
+    new_image().save(clash / name, format="PNG" if name.endswith("png") else "JPEG")
   result = translate_folder(workdir, str(clash), str(tmp_path / "clash_out"), progress=False)
-  assert result["written"] == 3
-  assert sorted(os.listdir(tmp_path / "clash_out")) == ["x.jpg.png", "x.png.png", "y.png"]
-  for inside in (clash, clash / "out"):
+  assert result["written"] == 4
+  assert sorted(os.listdir(tmp_path / "clash_out")) == ["x.jpg.png", "x.jpg.png.png", "x.png.png",
+                                                        "y.png"]
+  # No output may land among the inputs: --input itself, a folder in it, or one above it
+  # that mirrors a subfolder (par/sub/sub/z.jpg would become par/sub/z.png).
+  par = tmp_path / "par"
+  (par / "sub" / "sub").mkdir(parents=True)
+  new_image().save(par / "sub" / "sub" / "z.jpg")
+  new_image().save(par / "sub" / "z.png")
+  original = (par / "sub" / "z.png").read_bytes()
+  for inp, out in ((clash, clash), (clash, clash / "out"), (par / "sub", par)):
     with pytest.raises(ConfigError, match="inside --input"):
-      translate_folder(workdir, str(clash), str(inside), progress=False)
-  assert sorted(os.listdir(clash)) == ["x.jpg", "x.png", "y.jpg"]
+      translate_folder(workdir, str(inp), str(out), progress=False)
+  assert sorted(os.listdir(clash)) == ["x.jpg", "x.jpg.png", "x.png", "y.jpg"]
+  assert (par / "sub" / "z.png").read_bytes() == original
   with pytest.raises(DatasetError, match="does not exist"):
     translate_folder(workdir, str(tmp_path / "nowhere"), str(tmp_path / "o"), progress=False)
   (tmp_path / "a_file").write_text("")
@@ -384,4 +394,4 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   # Two folders given to evaluate are labelled as such, not as the training folders.
   result = experiment.evaluate(workdir, dataset=f"{clash},{clash}", num_devices=1)
   assert result["split"] == "all images of the two folders given to evaluate"
-  assert result["num_a"] == result["num_b"] == 3
+  assert result["num_a"] == result["num_b"] == 4

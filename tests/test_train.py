@@ -111,6 +111,15 @@ def test_evaluation_counts_every_example_on_any_device_count(image_folder):
   np.testing.assert_allclose(results[0]["loss"], results[1]["loss"], rtol=1e-5)
 
 
+def test_evaluate_on_random_data_keeps_the_runs_count(tmp_path):
+  """`fake` data has no test set to score whole (-1 would draw 50,000 random images)."""
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(tiny_config("fake", train_subset=16, eval_subset=8,
+                                            num_train_steps=1), workdir)
+  assert experiment.evaluate(workdir, num_devices=1)["num_examples"] == 8
+  assert experiment.evaluate(workdir, num_devices=1, eval_subset=4)["num_examples"] == 4
+
+
 def test_eval_images_are_not_augmented(image_folder):
   """Eval logits equal the model applied to the plainly normalised test images."""
   import jax.numpy as jnp
