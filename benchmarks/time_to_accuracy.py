@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -262,6 +262,7 @@ def time_to_accuracy(config, target: float, metric: str, seeds: int, report=prin
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # as train.py: JAX's backend probing is not news
   with cli.user_errors():
     benchmark()
 
