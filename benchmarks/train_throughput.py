@@ -519,10 +519,7 @@ def walk(preset: str, parts: list):
 def check_devices(num_devices: int, batch_sizes: list) -> None:
   """Before any measurement: the devices asked for exist and split every batch evenly."""
   from jaxgan import parallel
-  try:
-    n = len(parallel.local_devices(num_devices))
-  except ValueError as e:
-    raise ConfigError(f"--num_devices: {e}") from None
+  n = len(parallel.local_devices(num_devices, "--num_devices"))
   for bs in batch_sizes:
     if bs % n:
       raise ConfigError(f"--batch_sizes {bs} does not split evenly over {n} devices; use a "

@@ -109,10 +109,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   parallel.use_xla_flags(config.get("xla_flags", ""))  # before JAX starts: XLA reads them once
   parallel.maybe_initialize_distributed(config.get("distributed", False))
   workdir = prepare_workdir(workdir)
-  try:
-    devices = parallel.local_devices(config.get("num_devices", -1))
-  except ValueError as e:
-    raise ConfigError(f"--config.num_devices: {e}") from None
+  devices = parallel.local_devices(config.get("num_devices", -1))
   validate_config(config, len(devices) * jax.process_count())
   check_same_config_on_all_hosts(config)  # before the hosts' first collective can diverge
   parallel.use_compilation_cache(config.get("compilation_cache", ""))
@@ -151,7 +148,7 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   _check(eval_subset == -1 or eval_subset >= 1,
          f"--eval_subset must be -1 (every test image) or >= 1, got {eval_subset}")
   task = _saved_task(workdir)
-  devices = _devices(num_devices)
+  devices = parallel.local_devices(num_devices, "--num_devices")
   if task == "classifier":
     from jaxgan.classifier import evaluate_workdir
     return evaluate_workdir(workdir, dataset=dataset, devices=devices,
@@ -165,13 +162,6 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
     return evaluate_workdir(workdir, dataset=dataset, devices=devices, features=features,
                             batch_size=eval_batch_size)
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
-
-
-def _devices(num_devices: int) -> list:
-  try:
-    return parallel.local_devices(num_devices)
-  except ValueError as e:
-    raise ConfigError(f"--num_devices: {e}") from None
 
 
 def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",

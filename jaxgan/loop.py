@@ -371,11 +371,12 @@ def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer,
   good = ckpt.latest_step()
   where = (f"the last good checkpoint (step {good}) is kept in {ckpt.directory}"
            if good is not None else "no checkpoint had been written yet")
-  raise NonFiniteLossError(
-      f"{name} became {value} at step {step}; training stopped and {where}. Lower the "
-      "learning rate" + (" or" if skipping else ",") + " use --config.dtype=float32 if the run "
-      "was in bfloat16" + ("" if skipping else ", or set --config.on_nonfinite=skip to drop "
-                           "such updates and go on") + ".")
+  fix = ("Lower the learning rate or use --config.dtype=float32 if the run was in bfloat16."
+         if skipping else  # skipping is already on: no use suggesting it
+         "Lower the learning rate, use --config.dtype=float32 if the run was in bfloat16, or "
+         "set --config.on_nonfinite=skip to drop such updates and go on.")
+  raise NonFiniteLossError(f"{name} became {value} at step {step}; training stopped and "
+                           f"{where}. {fix}")
 
 
 def run(task: Task, config, workdir: str, devices) -> dict:

@@ -166,16 +166,17 @@ def _drop_partial_entries(path: str, filelock) -> None:
     logging.warning("could not tidy the compilation cache %s (%s); JAX may warn about it", path, e)
 
 
-def local_devices(num_devices: int = -1) -> list:
-  """The first `num_devices` local devices (-1: all of them)."""
+def local_devices(num_devices: int = -1, flag: str = "--config.num_devices") -> list:
+  """The first `num_devices` local devices (-1: all of them); a ConfigError naming `flag`,
+  where the count came from, if there are not that many."""
   devices = jax.local_devices()
   if num_devices == -1:
     return devices
   if not 1 <= num_devices <= len(devices):
-    raise ValueError(f"num_devices={num_devices} but this process has {len(devices)} "
-                     f"local device(s) ({devices[0].platform}); use -1 for all of them")
+    raise ConfigError(f"{flag}: num_devices={num_devices} but this process has {len(devices)} "
+                      f"local device(s) ({devices[0].platform}); use -1 for all of them")
   if num_devices != len(devices) and jax.process_count() > 1:
-    raise ValueError("num_devices must be -1 (all local devices) in a multi-host run")
+    raise ConfigError(f"{flag}: num_devices must be -1 (all local devices) in a multi-host run")
   return devices[:num_devices]
 
 
