@@ -38,6 +38,8 @@ def print_gan_report(r):
   print(f"step {r['step']}: {r['num_samples']} samples vs {r['num_held_out']} held-out and "
         f"{r['num_train']} training images; reference set: {r['reference']}")
   print(f"feature space {r['feature_space']}: {r['feature_space_description']}")
+  if "held_out_images" in r:
+    print(f"held-out images: {r['held_out_images']}")
   print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g}{_pm(r['kid_std'])}")
   d = r["diversity"]
   print(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
@@ -87,6 +89,9 @@ def main(argv):
         share = r["target_class_share"]
         print(f"    classified as {r['target_class']!r}: translated {share['translated']:.1%}, "
               f"untranslated {share['untranslated']:.1%}, real target {share['real_target']:.1%}")
+    if "classifier_accuracy" in result:
+      print(f"  domain classifier accuracy on these real test images: "
+            f"{result['classifier_accuracy']:.1%}")
     print(f"translations in {result['translations']}, grid {result['grid']}")
     return
   if "samples" in result:

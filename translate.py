@@ -1,14 +1,22 @@
-"""Translate your own images with a trained CycleGAN generator.
+"""Translate your own images with a CycleGAN generator: one you trained, or a published one.
 
     python translate.py --workdir runs/h2z --input my_horses/ --output zebras/ [--direction AtoB]
     python translate.py --workdir runs/h2z --input my_zebras/ --output horses/ --direction BtoA
+    python translate.py --weights horse2zebra_pretrained/latest_net_G.pth --input horse.jpg \
+        --output zebras/
 
-AtoB applies G_A (domain A -> B, e.g. horse -> zebra), BtoA applies G_B.
-Every image under --input (subfolders too) is translated at its own size
-(sides that are not multiples of 4 are padded for the generator and cropped
-back) and written as PNG under --output with the same relative name.
---resize N first scales each image's shorter side to N (e.g. 256, the
-training resolution; large photos need a lot of memory at full size).
+With --workdir, AtoB applies the run's G_A (domain A -> B, e.g. horse -> zebra),
+BtoA its G_B. --weights takes a generator saved by the reference repository
+(junyanz/pytorch-CycleGAN-and-pix2pix: latest_net_G_A.pth, or a published
+*_pretrained/latest_net_G.pth), read without PyTorch; it is one direction.
+--input is an image file or a folder: every image under it (subfolders too) is
+translated at its own size (sides that are not multiples of 4 are padded for
+the generator and cropped back) and written as PNG under --output with the
+same relative name. The generator compiles once per distinct image size, so a
+folder of same-sized photos runs at full speed and mixed sizes pay a compile
+for each new size (a few seconds); --resize N first scales each image's
+shorter side to N (e.g. 256, the training resolution; large photos need a lot
+of memory at full size), which also gives same-shaped inputs for square photos.
 """
 
 from absl import app, flags, logging
@@ -16,11 +24,14 @@ from absl import app, flags, logging
 from jaxgan import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A CycleGAN workdir written by train.py.")
-_INPUT = flags.DEFINE_string("input", None, "Folder of images to translate.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "Or: a ResNet generator file (.pth) saved by "
+                               "pytorch-CycleGAN-and-pix2pix.")
+_INPUT = flags.DEFINE_string("input", None, "An image, or a folder of images, to translate.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the translated PNGs (created).")
-_DIRECTION = flags.DEFINE_string("direction", "AtoB", "AtoB (G_A) or BtoA (G_B).")
+_DIRECTION = flags.DEFINE_string("direction", None, "With --workdir: AtoB (G_A, the default) "
+                                 "or BtoA (G_B).")
 _RESIZE = flags.DEFINE_integer("resize", 0, "Scale the shorter side to this first (0: keep).")
-flags.mark_flags_as_required(["workdir", "input", "output"])
+flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv):
@@ -29,10 +40,11 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
   from jaxgan.experiment import translate
   with cli.user_errors():
-    result = translate(_WORKDIR.value, _INPUT.value, _OUTPUT.value, _DIRECTION.value,
-                       _RESIZE.value)
-  print(f"{result['written']} translated ({result['direction']}, checkpoint step "
-        f"{result['step']}) into {result['output_dir']}")
+    result = translate(_INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value,
+                       weights=_WEIGHTS.value, direction=_DIRECTION.value, resize=_RESIZE.value)
+  how = (f"{result['direction']}, checkpoint step {result['step']}" if result["step"] is not None
+         else f"weights {result['source']}")
+  print(f"{result['written']} translated ({how}) into {result['output_dir']}")
   if result["skipped"]:
     print(f"skipped {len(result['skipped'])} unreadable file(s): "
           + ", ".join(result["skipped"][:10]))

@@ -226,39 +226,43 @@ def _instance_norm(x):
 
 
 class ResnetBlock(nn.Module):
+  """x + conv_block(x), with the reference's `conv_block` Sequential (no dropout: CycleGAN's
+  default), so that state dict keys read `conv_block.1.weight` and `conv_block.5.weight`."""
+
   def __init__(self, c):
     super().__init__()
-    self.conv1 = nn.Conv2d(c, c, 3)
-    self.conv2 = nn.Conv2d(c, c, 3)
+    norm = lambda: nn.InstanceNorm2d(c, affine=False, track_running_stats=False, eps=1e-5)
+    self.conv_block = nn.Sequential(
+        nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), norm(), nn.ReLU(True),
+        nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), norm())
 
   def forward(self, x):
-    h = F.relu(_instance_norm(self.conv1(F.pad(x, (1,) * 4, mode="reflect"))))
-    return x + _instance_norm(self.conv2(F.pad(h, (1,) * 4, mode="reflect")))
+    return x + self.conv_block(x)
 
 
 class ResnetGenerator(nn.Module):
-  """junyanz's ResnetGenerator: reflect-pad 3, conv 7 to ngf, IN, ReLU; two stride-2 convs;
-  `n_blocks` ResnetBlocks; two ConvTranspose(3, 2, 1, output_padding 1); reflect-pad 3,
-  conv 7 to output_nc, tanh. 11,378,179 parameters at the defaults."""
+  """junyanz's ResnetGenerator, layer for layer in one `model` Sequential, so its state dict
+  has the reference's keys (`model.1.weight`, `model.10.conv_block.1.weight`, ...,
+  `model.26.weight` at 9 blocks): reflect-pad 3, conv 7 to ngf, IN, ReLU; two stride-2
+  convs; `n_blocks` ResnetBlocks; two ConvTranspose(3, 2, 1, output_padding 1); reflect-pad
+  3, conv 7 to output_nc, tanh. 11,378,179 parameters at the defaults."""
 
   def __init__(self, ngf=64, n_blocks=9, output_nc=3, input_nc=3):
     super().__init__()
-    self.stem = nn.Conv2d(input_nc, ngf, 7)
-    self.down = nn.ModuleList(nn.Conv2d(ngf * m // 2, ngf * m, 3, 2, 1) for m in (2, 4))
-    self.blocks = nn.Sequential(*[ResnetBlock(ngf * 4) for _ in range(n_blocks)])
-    self.up = nn.ModuleList(nn.ConvTranspose2d(ngf * m * 2, ngf * m, 3, 2, 1, output_padding=1)
-                            for m in (2, 1))
-    self.head = nn.Conv2d(ngf, output_nc, 7)
+    norm = lambda c: nn.InstanceNorm2d(c, affine=False, track_running_stats=False, eps=1e-5)
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7), norm(ngf), nn.ReLU(True)]
+    for m in (1, 2):
+      layers += [nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1), norm(ngf * m * 2), nn.ReLU(True)]
+    layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
+    for m in (4, 2):
+      layers += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1),
+                 norm(ngf * m // 2), nn.ReLU(True)]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+    self.model = nn.Sequential(*layers)
     _dcgan_init(self)
 
   def forward(self, x):
-    x = F.relu(_instance_norm(self.stem(F.pad(x, (3,) * 4, mode="reflect"))))
-    for conv in self.down:
-      x = F.relu(_instance_norm(conv(x)))
-    x = self.blocks(x)
-    for conv in self.up:
-      x = F.relu(_instance_norm(conv(x)))
-    return torch.tanh(self.head(F.pad(x, (3,) * 4, mode="reflect")))
+    return self.model(x)
 
 
 class PatchDiscriminator(nn.Module):
@@ -350,14 +354,16 @@ def _dcgan(m, p, s):
 
 
 def _resnet_generator(m, p, s):
-  for i, conv in enumerate([m.stem, *m.down]):
+  convs = [x for x in m.model if isinstance(x, (nn.Conv2d, nn.ConvTranspose2d))]
+  blocks = [x for x in m.model if isinstance(x, ResnetBlock)]
+  for i, conv in enumerate(convs[:3]):
     _conv(conv, p[f"Conv_{i}"])
-  for i, block in enumerate(m.blocks):
-    _conv(block.conv1, p[f"ResnetBlock_{i}"]["Conv_0"])
-    _conv(block.conv2, p[f"ResnetBlock_{i}"]["Conv_1"])
-  for i, conv in enumerate(m.up):
+  for i, block in enumerate(blocks):
+    _conv(block.conv_block[1], p[f"ResnetBlock_{i}"]["Conv_0"])
+    _conv(block.conv_block[5], p[f"ResnetBlock_{i}"]["Conv_1"])
+  for i, conv in enumerate(convs[3:5]):
     _conv(conv, p[f"ConvTranspose_{i}"])
-  _conv(m.head, p["Conv_3"])
+  _conv(convs[5], p["Conv_3"])
 
 
 def _patch_discriminator(m, p, s):

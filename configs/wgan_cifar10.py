@@ -28,6 +28,10 @@ def get_config():
   config.cache_dir = ""
   config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
   config.train_split = "train"  # TFDS split, or the subfolder of a folder that has one
+  config.eval_split = "test"  # the held-out images of evaluate.py's metrics
+  # A folder with no train/ subfolder (e.g. a flat folder of faces) holds this many images
+  # (at most a tenth) out of training for the metrics: the first of a fixed shuffle.
+  config.held_out = 1000
   config.train_subset = -1
   config.image_size = 32  # multiple of 16
 

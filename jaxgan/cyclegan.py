@@ -18,6 +18,7 @@ many devices share the batch. Instance norm is per image, so batches above
 1 and data parallelism need nothing else.
 """
 import collections
+import functools
 import json
 import os
 from typing import Any
@@ -64,6 +65,21 @@ def gan_loss(scores: jax.Array, real: bool, mode: str = "lsgan") -> jax.Array:
 
 def l1(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_generator(generator: ResnetGenerator):
+  """One jitted forward pass per generator architecture: it compiles once per input shape."""
+  return jax.jit(lambda params, x: generator.apply({"params": params}, x))
+
+
+def translate_images(generator: ResnetGenerator, params, images: np.ndarray,
+                     batch_size: int = 16) -> np.ndarray:
+  """uint8 images (any H, W that are multiples of 4) through a generator, as uint8."""
+  fn = _compiled_generator(generator)
+  out = [np.asarray(fn(params, from_uint8(jnp.asarray(images[i:i + batch_size]))))
+         for i in range(0, len(images), batch_size)]
+  return to_uint8(np.concatenate(out))
 
 
 def _zero_where(mask, tree):
@@ -122,7 +138,6 @@ class CycleGANTask(Task):
     self.discriminator = PatchDiscriminator(m.ndf, m.n_layers_d, dtype=dtype)
     self.stack_networks = config.get("stack_networks", False)  # absent from older workdirs
     self.num_epochs = config.num_epochs
-    self._translate = jax.jit(lambda p, x: self.generator.apply({"params": p}, x))
     self.steps_per_epoch = 1
     if train:
       a, b = load_domains(config, config.train_splits)
@@ -311,9 +326,7 @@ class CycleGANTask(Task):
 
   def translate(self, params, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """uint8 images (any H, W that are multiples of 4) through one generator, as uint8."""
-    out = [np.asarray(self._translate(params, from_uint8(jnp.asarray(images[i:i + batch_size]))))
-           for i in range(0, len(images), batch_size)]
-    return to_uint8(np.concatenate(out))
+    return translate_images(self.generator, params, images, batch_size)
 
   def cycle_grid(self, state, real_a: np.ndarray, real_b: np.ndarray) -> np.ndarray:
     """One row per sample: real_A, fake_B, rec_A | real_B, fake_A, rec_B."""
@@ -337,9 +350,11 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   the identity mappings, in [-1, 1] pixel units; per direction the Frechet
   distance and KID of the translations against the target domain's real test
   images in the feature space `features` (default: pixels), beside the same
-  for the untranslated source images), `translations.npz` (uint8 fake_B of
-  every test A, fake_A of every test B) and `eval.png` (real / fake /
-  reconstruction grids).
+  for the untranslated source images, and in a classifier's space the share
+  assigned to the target domain (with a domain classifier, also its accuracy
+  on the real test images)), `translations.npz` (uint8 fake_B of every test
+  A, fake_A of every test B) and `eval.png` (real / fake / reconstruction
+  grids).
   """
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import translation_report
@@ -371,9 +386,13 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   idt_a, idt_b = task.translate(g_a, real_b), task.translate(g_b, real_a)
   err = lambda x, y: float(np.mean(np.abs(from_uint8(x) - from_uint8(y))))
   space = feature_space(features or "pixels")
+  report = lambda *images: translation_report(space, *images, batch_size or 250, devices)
   metrics = {"feature_space": space.name, "feature_space_description": space.describe,
-             "AtoB": translation_report(space, fake_b, real_b, real_a, batch_size or 250, devices),
-             "BtoA": translation_report(space, fake_a, real_a, real_b, batch_size or 250, devices)}
+             "AtoB": report(fake_b, real_b, real_a, "B"), "BtoA": report(fake_a, real_a, real_b, "A")}
+  if space.domains:  # its accuracy on these very test images: the ceiling of the score
+    right = (metrics["AtoB"]["target_class_share"]["real_target"] * len(real_b)
+             + metrics["BtoA"]["target_class_share"]["real_target"] * len(real_a))
+    metrics["classifier_accuracy"] = right / (len(real_a) + len(real_b))
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
             "dataset": str(eval_config.dataset), "split": split,
             "num_a": len(real_a), "num_b": len(real_b),
@@ -420,54 +439,107 @@ def _output_names(names: list[str]) -> dict[str, str]:
     full |= clashing
 
 
-def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
-                     resize: int = 0, progress: bool = True) -> dict:
-  """Apply a trained generator to every image under `input_dir`; PNGs to `output_dir`.
+def load_pretrained_generator(path: str) -> tuple[ResnetGenerator, dict]:
+  """A ResNet generator saved by the reference repository (`latest_net_G_A.pth`, a published
+  `*_pretrained/latest_net_G.pth`; either torch.save format, or an .npz of it), read without
+  PyTorch and without running any code from the file."""
+  from jaxgan.models.cyclegan import StateDictError, generator_from_state_dict
+  from jaxgan.torch_weights import TorchFileError, load_state_dict
+  path = os.path.expanduser(path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"--weights {path!r}: no such file. Pass a generator saved by "
+                      "pytorch-CycleGAN-and-pix2pix, e.g. checkpoints/horse2zebra_pretrained/"
+                      "latest_net_G.pth.")
+  try:
+    return generator_from_state_dict(load_state_dict(path))
+  except TorchFileError as e:
+    raise ConfigError(f"--weights {path!r} is not a readable PyTorch weights file ({e}).") from None
+  except StateDictError as e:
+    raise ConfigError(f"--weights {path!r}: {e}.") from None
 
-  Any image size works: sides that are not multiples of 4 are reflect-padded
-  for the generator and the output cropped back, so each output has its
-  input's size (after `resize`, which scales the shorter side, if > 0).
-  Subfolders are mirrored; unreadable files are skipped and listed.
+
+def _translation_inputs(input_path: str) -> tuple[str, list[str]]:
+  """(the folder the names are relative to, the image names): every image under a folder,
+  or a single image file."""
+  from jaxgan.data.folder import IMAGE_EXTENSIONS, is_image_name
+  if not os.path.exists(input_path):
+    raise DatasetError(f"--input {input_path!r} does not exist.")
+  if os.path.isfile(input_path):
+    if not is_image_name(input_path):
+      raise DatasetError(f"--input {input_path!r} is not an image file "
+                         f"({', '.join(IMAGE_EXTENSIONS)}) or a folder of them.")
+    return os.path.dirname(os.path.abspath(input_path)), [os.path.basename(input_path)]
+  if not os.path.isdir(input_path):
+    raise DatasetError(f"--input {input_path!r} is not a folder or an image file.")
+  names = sorted(os.path.relpath(os.path.join(d, f), input_path)
+                 for d, _, files in os.walk(input_path) for f in files if is_image_name(f))
+  if not names:
+    raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under "
+                       f"{input_path}.")
+  return input_path, names
+
+
+def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
+                     direction: str = "AtoB", resize: int = 0, progress: bool = True,
+                     weights: str | None = None) -> dict:
+  """Apply a generator to every image under `input_dir` (or to one image file); PNGs to
+  `output_dir`.
+
+  The generator is a CycleGAN workdir's latest G_A (`direction` AtoB) or G_B
+  (BtoA), or the one in a reference-repository weights file (`weights`, then
+  `workdir` is None). Any image size works: sides that are not multiples of
+  4 are reflect-padded for the generator and the output cropped back, so each
+  output has its input's size (after `resize`, which scales the shorter side,
+  if > 0). The generator compiles once per distinct (padded) image size.
+  Subfolders are mirrored; unreadable files are skipped and listed; no output
+  may overwrite an input.
   """
   from PIL import Image
-  from jaxgan.data.folder import IMAGE_EXTENSIONS, is_image_name, to_rgb
+  from jaxgan.data.folder import to_rgb
   from jaxgan.images import save_png
   from jaxgan.loop import restore_latest
   from jaxgan.writers import progress_bar
+  if (workdir is None) == (weights is None):
+    raise ConfigError("give either --workdir (a CycleGAN run) or --weights (a generator file)")
   if direction not in DIRECTIONS:
     raise ConfigError(f"--direction={direction!r}: use AtoB (G_A) or BtoA (G_B)")
   if resize < 0:
     raise ConfigError(f"--resize must be >= 0 (0 keeps each image's size), got {resize}")
   input_dir, output_dir = os.path.expanduser(input_dir), os.path.expanduser(output_dir)
-  if not os.path.exists(input_dir):
-    raise DatasetError(f"--input {input_dir!r} does not exist.")
-  if not os.path.isdir(input_dir):
-    raise DatasetError(f"--input {input_dir!r} is not a folder of images.")
-  names = sorted(os.path.relpath(os.path.join(d, f), input_dir)
-                 for d, _, files in os.walk(input_dir) for f in files
-                 if is_image_name(f))
-  if not names:
-    raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {input_dir}.")
+  single = os.path.isfile(input_dir)
+  root, names = _translation_inputs(input_dir)
   outputs = {n: os.path.join(output_dir, out) for n, out in _output_names(names).items()}
-  inside = [path for path in outputs.values() if _within(path, input_dir)]
-  if inside:  # e.g. --output = --input, or a folder above it that mirrors its subfolders
-    raise ConfigError(f"--output {output_dir!r} would write translations inside --input "
-                      f"{input_dir!r} (e.g. {inside[0]}), over or among the originals. Pick a "
-                      "folder outside it.")
-  devices = parallel.local_devices(1)
-  _, task, state, step = restore_latest(
-      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+  if single:
+    if os.path.realpath(outputs[names[0]]) == os.path.realpath(input_dir):
+      raise ConfigError(f"--output {output_dir!r} would overwrite the input image {input_dir!r} "
+                        "with its translation. Pick another folder.")
+  else:
+    inside = [path for path in outputs.values() if _within(path, input_dir)]
+    if inside:  # e.g. --output = --input, or a folder above it that mirrors its subfolders
+      raise ConfigError(f"--output {output_dir!r} would write translations inside --input "
+                        f"{input_dir!r} (e.g. {inside[0]}), over or among the originals. Pick "
+                        "a folder outside it.")
+  if weights is not None:
+    generator, params = load_pretrained_generator(weights)
+    step, source = None, os.path.abspath(os.path.expanduser(weights))
+  else:
+    devices = parallel.local_devices(1)
+    _, task, state, step = restore_latest(
+        workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+    generator = task.generator
+    params = task.generator_params(state, "G_A" if direction == "AtoB" else "G_B")
+    step, source = int(step), os.path.abspath(workdir)
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as e:
     raise WorkdirError(f"cannot create --output {output_dir!r}: {e}. Pick a folder you can "
                        "write to.") from None
-  params = task.generator_params(state, "G_A" if direction == "AtoB" else "G_B")
   written, skipped = [], []
-  bar = progress_bar(len(names), f"translating {direction}", enabled=progress)
+  bar = progress_bar(len(names), "translating" if weights else f"translating {direction}",
+                     enabled=progress, unit="image")
   for name in names:
     try:
-      with Image.open(os.path.join(input_dir, name)) as img:
+      with Image.open(os.path.join(root, name)) as img:
         img.load()
         img = to_rgb(img)
         if resize:
@@ -480,11 +552,11 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
       bar.update(1)
       continue
     h, w = image.shape[:2]
-    out = task.translate(params, _pad_to_multiple(image)[None])[0, :h, :w]
+    out = translate_images(generator, params, _pad_to_multiple(image)[None])[0, :h, :w]
     path = outputs[name]
     save_png(path, out)
     written.append(path)
     bar.update(1)
   bar.close()
-  return {"step": int(step), "direction": direction, "written": len(written),
-          "skipped": skipped, "output_dir": os.path.abspath(output_dir)}
+  return {"step": step, "source": source, "direction": None if weights else direction,
+          "written": len(written), "skipped": skipped, "output_dir": os.path.abspath(output_dir)}

@@ -2,6 +2,7 @@
 import jax
 
 from jaxgan import parallel
+from jaxgan.data import LABELS
 from jaxgan.data.augment import PAD_MODES
 from jaxgan.errors import ConfigError
 from jaxgan.models.layers import COMPUTE_DTYPES
@@ -47,6 +48,14 @@ def validate_config(config, num_devices_total: int) -> None:
   _check(config.get("bad_images", "skip") in ("skip", "stop"),
          f"--config.bad_images={config.get('bad_images')!r}: use 'skip' (warn with a count) or "
          "'stop' (refuse a folder with unreadable files)")
+  _check(config.get("labels", "folders") in LABELS,
+         f"--config.labels={config.get('labels')!r}: use one of {LABELS}")
+  if config.get("labels") == "domains":
+    _check(len(config.train_splits) == 2 and len(config.test_splits) == 2,
+           "--config.train_splits and --config.test_splits each name the two domains, e.g. "
+           "('trainA', 'trainB') and ('testA', 'testB')")
+  if "held_out" in config:
+    _check(config.held_out >= 0, f"--config.held_out must be >= 0, got {config.held_out}")
   for field in ("train_subset", "eval_subset"):
     if field in config:
       _check(config[field] == -1 or config[field] >= 1,
@@ -164,12 +173,22 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   raise ConfigError(f"workdir {workdir} holds a {task!r} run, which evaluate.py does not know")
 
 
-def translate(workdir: str, input_dir: str, output_dir: str, direction: str = "AtoB",
-              resize: int = 0) -> dict:
-  """Translate a folder of images with a CycleGAN workdir's latest generators."""
+def translate(input_path: str, output_dir: str, workdir: str | None = None,
+              weights: str | None = None, direction: str | None = None, resize: int = 0) -> dict:
+  """Translate an image or a folder of images with a CycleGAN workdir's latest generators
+  (`direction` AtoB or BtoA), or with a generator file saved by the reference repository."""
+  from jaxgan.cyclegan import translate_folder
+  if (workdir is None) == (weights is None):
+    raise ConfigError("give either --workdir (a CycleGAN run of train.py) or --weights (a "
+                      "generator file saved by pytorch-CycleGAN-and-pix2pix)")
+  if weights is not None:
+    if direction is not None:
+      raise ConfigError("--direction applies to --workdir runs, which hold both generators; a "
+                        "--weights file holds one (translate with latest_net_G_B.pth for the "
+                        "other direction)")
+    return translate_folder(None, input_path, output_dir, resize=resize, weights=weights)
   task = _saved_task(workdir)
   if task != "cyclegan":
     raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
                       "one (trained with configs/cyclegan_*.py)")
-  from jaxgan.cyclegan import translate_folder
-  return translate_folder(workdir, input_dir, output_dir, direction, resize)
+  return translate_folder(workdir, input_path, output_dir, direction or "AtoB", resize)

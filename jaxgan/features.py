@@ -5,7 +5,10 @@
   configs/darknet_cifar10.py, or any classifier config). Its globally pooled
   penultimate activations are the features and its predicted classes give
   the class histogram. Works offline; images are resized to the size it was
-  trained at and normalised with its saved statistics.
+  trained at and normalised with its saved statistics. A domain classifier
+  (configs/domain_classifier.py) also scores CycleGAN translations by the
+  share it assigns to the target domain; an upright classifier
+  (configs/upright_classifier.py) gives a feature space for faces.
 - `inception:<file>`: the standard FID InceptionV3 (pool3, 2048-d; its 1008
   ImageNet-style classes give the class histogram), with weights read from a
   local file: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (from
@@ -44,6 +47,7 @@ class FeatureSpace:
   variables: dict
   num_classes: int = 0
   class_names: tuple = ()
+  domains: bool = False  # a domain classifier: its classes are the domains "A" and "B"
   _on_devices: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def _replicated(self, devices: tuple):
@@ -140,10 +144,13 @@ def darknet_space(workdir: str) -> FeatureSpace:
     if "accuracy" in result:
       accuracy = f"test accuracy {result['accuracy']:.4f} at step {result['step']}"
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+  trained_on = {"domains": "domain classifier", "upright": "upright-vs-upside-down classifier"
+                }.get(config.get("labels", "folders"), "classifier")
   return FeatureSpace(f"darknet:{workdir}",
-                      f"{type(model).__name__} penultimate features ({config.model.name}, "
-                      f"{size}x{size}, step {step}; {accuracy})", apply, variables,
-                      len(class_names), class_names)
+                      f"{type(model).__name__} penultimate features ({config.model.name} "
+                      f"{trained_on} on {config.dataset}, {size}x{size}, step {step}; "
+                      f"{accuracy})", apply, variables, len(class_names), class_names,
+                      domains=config.get("labels", "folders") == "domains")
 
 
 def inception_space(path: str) -> FeatureSpace:

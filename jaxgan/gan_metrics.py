@@ -227,13 +227,16 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
 
 
 def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source: np.ndarray,
-                       batch_size: int = 250, devices=None) -> dict:
-  """One CycleGAN direction: translated test images against the target domain's real
-  test images, beside the do-nothing baseline (the source images themselves).
+                       target_domain: str, batch_size: int = 250, devices=None) -> dict:
+  """One CycleGAN direction into `target_domain` ("A" or "B"): translated test images
+  against the target domain's real test images, beside the do-nothing baseline (the source
+  images themselves).
 
-  In a space with classes, also the share of translations given the target
-  domain's most common class, beside the share of untranslated images and of
-  the real target images.
+  In a space with classes, also the share of images assigned the target class
+  (`target_class_share`): translated, untranslated (the baseline) and real target
+  images (the ceiling: the classifier's accuracy there). With a domain
+  classifier the target class is the target domain; with any other classifier
+  it is the class most common among the real target images.
   """
   ff, pf = space(fake, batch_size, devices)
   fr, pr = space(real_target, batch_size, devices)
@@ -244,9 +247,14 @@ def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source:
             "identity_baseline_frechet_distance": frechet_distance_of(fsrc, fr),
             "identity_baseline_kid": base_kid}
   if space.num_classes:
-    target = int(np.bincount(pr, minlength=space.num_classes).argmax())
+    if space.domains:
+      target = list(space.class_names).index(target_domain)
+    else:
+      target = int(np.bincount(pr, minlength=space.num_classes).argmax())
     name = space.class_names[target] if space.class_names else str(target)
     report["target_class"] = name
+    report["target_class_rule"] = ("the target domain (a domain classifier)" if space.domains
+                                   else "the class most common among the real target images")
     report["target_class_share"] = {"translated": float(np.mean(pf == target)),
                                     "untranslated": float(np.mean(psrc == target)),
                                     "real_target": float(np.mean(pr == target))}

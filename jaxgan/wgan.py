@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxgan import parallel
-from jaxgan.data import epoch_permutation, load_gan_images
+from jaxgan.data import epoch_permutation, load_gan_images, load_gan_split
 from jaxgan.errors import ConfigError, DatasetError
 from jaxgan.images import from_uint8, make_grid, to_uint8
 from jaxgan.loop import Task, skip_nonfinite, skips_nonfinite
@@ -345,16 +345,20 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
   noise = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (num_samples, task.nz))
   samples = task.generate(state, noise)
   try:
-    held_out = load_gan_images(config, held_out_split or config.get("eval_split", "test"))
+    held_out, held_out_which = load_gan_split(config,
+                                              held_out_split or config.get("eval_split", "test"))
   except DatasetError:
     if held_out_split:
       raise
-    held_out = None  # reported: the metrics then use the training images as the reference
-  train = load_gan_images(config)
+    # reported: the metrics then use the training images as the reference
+    held_out, held_out_which = None, "none (the dataset has no held-out images)"
+  train, train_which = load_gan_split(config)
   train = train[np.sort(np.random.default_rng(0).permutation(len(train))[:max_train])]
   report, pairs = unconditional_report(space, samples, held_out, train, batch_size or 250, devices)
   result = {"workdir": os.path.abspath(workdir), "step": int(step),
-            "dataset": str(config.dataset), "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
+            "dataset": str(config.dataset), "held_out_images": held_out_which,
+            "train_images": f"{len(train)} of {train_which}",
+            "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
             "grid": os.path.join(workdir, "samples.png"),
             "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
   if jax.process_index() == 0:

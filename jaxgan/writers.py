@@ -69,10 +69,11 @@ class MetricWriter:
       self.enabled = False
 
 
-def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True):
+def progress_bar(total: int, desc: str, initial: int = 0, enabled: bool = True,
+                 unit: str = "step"):
   """A tqdm bar on stderr (process 0 only; hidden when `enabled` is false)."""
   from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+  return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
               disable=not enabled or jax.process_index() != 0, file=sys.stderr, leave=True)
 
 

@@ -130,7 +130,7 @@ def test_darknet_feature_space_end_to_end(image_folder, tmp_path):
   folder = lambda cls: np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in
                                  sorted(glob.glob(f"{image_folder}/train/{cls}/*.png"))])
   a, c = folder("a"), folder("c")
-  r = translation_report(space, c, c, a, devices=jax.local_devices()[:1])  # "translations" = c
+  r = translation_report(space, c, c, a, "B", devices=jax.local_devices()[:1])  # "translations" = c
   assert r["frechet_distance"] < r["identity_baseline_frechet_distance"]
   share = r["target_class_share"]
   assert share["translated"] == share["real_target"] > share["untranslated"]

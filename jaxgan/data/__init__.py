@@ -10,7 +10,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxgan.errors import DatasetError
+from jaxgan.errors import ConfigError, DatasetError
 
 
 @dataclasses.dataclass
@@ -29,6 +29,9 @@ class ClassificationData:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+
+LABELS = ("folders", "domains", "upright")
 
 
 def is_path(dataset: str) -> bool:
@@ -64,9 +67,23 @@ def fake_split(image_size: int, n: int, seed: int = 0):
 
 
 def load_classification_data(config, splits: Sequence[str] | None = None) -> ClassificationData:
-  """Load `splits` (default: train and eval split) of `config.dataset`."""
+  """Load `splits` (default: train and eval split) of `config.dataset`.
+
+  `config.labels` says where the classes come from: "folders" (the default),
+  the class subfolders of each split; "domains", the two domains of a
+  CycleGAN dataset (class A and class B; see `domain_classes`); "upright",
+  every image of an unlabelled set as it is and turned upside down (see
+  `upright_classes`).
+  """
   train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
   splits = list(splits or (train_split, eval_split))
+  labels = config.get("labels", "folders")
+  if labels not in LABELS:
+    raise ConfigError(f"--config.labels={labels!r}: use one of {LABELS}")
+  if labels == "domains":
+    return domain_classes(config, splits)
+  if labels == "upright":
+    return upright_classes(config, splits)
   dataset = str(config.dataset)
   if not dataset:
     raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cifar10) or a folder.")
@@ -107,13 +124,99 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   return ClassificationData(class_names, data, source)
 
 
+def _labelled(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """The images of each part, concatenated, labelled with the part's index."""
+  labels = np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)])
+  return np.concatenate(parts), labels
+
+
+def domain_classes(config, splits: Sequence[str]) -> ClassificationData:
+  """A two-domain dataset as a classification problem: class "A" is domain A, "B" domain B.
+
+  The domains are read as CycleGAN reads them (`load_domains`: a TFDS pair,
+  a folder with `config.train_splits` / `config.test_splits` subfolders, or
+  `<A>,<B>`), at `config.image_size`. The eval split is the test domains; a
+  dataset without them (two folders, or a folder with no test subfolders)
+  holds `config.held_out` images of each domain (at most a tenth) out of
+  training instead.
+  """
+  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  sized = config.copy_and_resolve_references()
+  with sized.unlocked():
+    sized.load_size = config.image_size
+  whole = sized.copy_and_resolve_references()
+  with whole.unlocked():
+    whole.train_subset = -1
+  test, part = None, None
+  if "," not in str(config.dataset):
+    try:
+      test = load_domains(whole, config.test_splits)
+      which = "/".join(config.test_splits)
+    except DatasetError:
+      if not is_path(str(config.dataset)):
+        raise
+  if test is None:
+    part, which = "train", f"{config.get('held_out', 0)} held-out images per domain"
+  data = {}
+  if train_split in splits:
+    data[train_split] = _labelled(list(load_domains(sized, config.train_splits, part)))
+  if eval_split in splits:
+    if test is None:
+      test = load_domains(whole, config.train_splits, "held_out")
+    data[eval_split] = fixed_subset(*_labelled(list(test)), config.get("eval_subset", -1))
+  names = "/".join(config.train_splits) if "," not in str(config.dataset) else "<A>,<B>"
+  source = f"domains A and B ({names}) of {config.dataset}, tested on {which}"
+  return ClassificationData(["A", "B"], data, source)
+
+
+def upright_classes(config, splits: Sequence[str]) -> ClassificationData:
+  """An unlabelled image set as a classification problem: each image as it is (class
+  "upright") and turned 180 degrees ("upside down").
+
+  Telling which way up a face (or bedroom) is needs its layout: eyes above
+  mouth, hair above chin. The features of a network trained at it serve as an
+  offline feature space for GANs of that data. Both classes survive a
+  horizontal flip, so flip augmentation and flip TTA stay valid. The splits
+  are the GAN's (`load_gan_split`): a flat folder's held-out images are never
+  trained on here either.
+  """
+  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  data, which = {}, {}
+  for split in splits:
+    images, which[split] = load_gan_split(config, split)
+    if split == eval_split:
+      images = fixed_subset(images, np.zeros(len(images), np.int32),
+                            config.get("eval_subset", -1))[0]
+    data[split] = _labelled([images, images[:, ::-1, ::-1]])
+  source = (f"{config.dataset} upright vs upside down"
+            + (f", tested on {which[eval_split]}" if eval_split in which else ""))
+  return ClassificationData(["upright", "upside down"], data, source)
+
+
+def hold_out(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """(training, held-out) indices of n images whose k held-out ones are the first k of a
+  fixed shuffle (seed 0): the same images in every run, process and recipe."""
+  perm = np.random.default_rng(0).permutation(n)
+  return np.sort(perm[k:]), np.sort(perm[:k])
+
+
 def load_gan_images(config, split: str | None = None) -> np.ndarray:
   """This process's share of the images of a GAN dataset: uint8 (N, S, S, 3).
 
+  See `load_gan_split`, which also says which images they are.
+  """
+  return load_gan_split(config, split)[0]
+
+
+def load_gan_split(config, split: str | None = None) -> tuple[np.ndarray, str]:
+  """(this process's share of one split of an unlabelled image set, which images they are).
+
   `config.dataset` is a TFDS name (images resized, centre-cropped), a folder
   or archive of images in any layout (its `split` subfolder if it has one),
-  or `fake`. `split` defaults to `config.train_split`; any other split (the
-  held-out images of the GAN metrics) must exist as such. `config.train_subset`
+  or `fake`. `split` defaults to `config.train_split`; any other split is the
+  held-out images of the metrics. A folder without a `train_split` subfolder
+  (e.g. a flat folder of faces) holds out `config.held_out` images (at most a
+  tenth), the first of a fixed shuffle, which training never sees. `config.train_subset`
   keeps the first N training images of a fixed shuffle.
   """
   dataset, size = str(config.dataset), config.image_size
@@ -124,25 +227,54 @@ def load_gan_images(config, split: str | None = None) -> np.ndarray:
   if dataset == "fake":
     images = fake_split(size, 1000 if held_out else config.get("train_subset", -1),
                         seed=int(held_out))[0]
+    which = "random pixels"
   elif is_path(dataset):
-    from jaxgan.data.folder import read_images
-    cache = config.get("cache_dir", "")
-    images = read_images(dataset, size, split, None if cache == "none" else cache,
-                         require_subdir=held_out,
-                         bad_images=config.get("bad_images", "skip"))[pi::pc]
+    images, which = _folder_split(config, dataset, split, held_out)
+    images = images[pi::pc]
   else:
     from jaxgan.data import tfds_source
     images = tfds_source.load_images(dataset, split, size, config.get("tfds_data_dir", "") or None,
                                      config.get("download", True))
+    which = f"TFDS split {split}"
   if not held_out:
     images = fixed_subset(images, np.zeros(len(images), np.int32),
                           config.get("train_subset", -1))[0]
   if len(images) == 0:
     raise DatasetError(f"{dataset} has no {split} images for process {pi}.")
-  return images
+  return images, which
 
 
-def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _folder_split(config, dataset: str, split: str, held_out: bool) -> tuple[np.ndarray, str]:
+  """All images of one split of a folder or archive (every process's share), and which."""
+  from jaxgan.data.folder import read_images, read_images_and_layout
+  cache = config.get("cache_dir", "")
+  cache = None if cache == "none" else cache
+  bad, train_split = config.get("bad_images", "skip"), config.get("train_split", "train")
+  images, has_train = read_images_and_layout(dataset, config.image_size, train_split, cache,
+                                             bad_images=bad)
+  if has_train:
+    if not held_out:
+      return images, f"the {train_split}/ folder"
+    return (read_images(dataset, config.image_size, split, cache, require_subdir=True,
+                        bad_images=bad), f"the {split}/ folder")
+  # A tenth at most, so that small folders keep most of their images for training.
+  k = min(config.get("held_out", 0), len(images) // 10)
+  if k <= 0:
+    if held_out:
+      raise DatasetError(f"{dataset} has no {split}/ folder and no images were held out of "
+                         f"training (--config.held_out={config.get('held_out', 0)}, at most a "
+                         f"tenth of its {len(images)} images); set --config.held_out and train "
+                         "afresh, or pass a folder with held-out images as --dataset.")
+    return images, f"all {len(images)} images (none held out)"
+  train, held = hold_out(len(images), k)
+  if held_out:
+    return images[held], (f"{k} of the {len(images)} images, held out of training (the first "
+                          "of a fixed shuffle, seed 0)")
+  return images[train], f"{len(images) - k} of the {len(images)} images ({k} held out)"
+
+
+def load_domains(config, splits: Sequence[str], part: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
   """This process's share of two unpaired image domains (CycleGAN's A and B).
 
   uint8 (N, S, S, 3) each, S = `config.load_size` (shorter side resized,
@@ -154,6 +286,9 @@ def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]
   - two folders or archives, `<A>,<B>`, each read whole (any layout);
   - `fake`: random pixels (`config.train_subset` images per domain, default 64).
   `config.train_subset` keeps the first N of a fixed shuffle of each domain.
+  `part`: "train" or "held_out" splits each domain into its images for
+  training and the `config.held_out` (at most a tenth) held out of it (the
+  first of a fixed shuffle); None keeps all of them.
   """
   dataset, size = str(config.dataset).strip(), config.load_size
   pi, pc = jax.process_index(), jax.process_count()
@@ -172,17 +307,32 @@ def load_domains(config, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]
     if len(paths) != 2 or not all(paths):
       raise DatasetError(f"--config.dataset={dataset!r}: give exactly two folders, <A>,<B>.")
     from jaxgan.data.folder import read_images
-    domains = [read_images(p, size, None, cache, bad_images=bad)[pi::pc] for p in paths]
+    domains = [_domain_part(read_images(p, size, None, cache, bad_images=bad), config, part)
+               [pi::pc] for p in paths]
   elif is_path(dataset):
     from jaxgan.data.folder import read_images
-    domains = [read_images(dataset, size, s, cache, require_subdir=True, bad_images=bad)[pi::pc]
-               for s in splits]
+    domains = [_domain_part(read_images(dataset, size, s, cache, require_subdir=True,
+                                        bad_images=bad), config, part)[pi::pc] for s in splits]
   else:
     from jaxgan.data import tfds_source
-    domains = [tfds_source.load_images(dataset, s, size, config.get("tfds_data_dir", "") or None,
-                                       config.get("download", True)) for s in splits]
+    domains = [_domain_part(tfds_source.load_images(
+        dataset, s, size, config.get("tfds_data_dir", "") or None, config.get("download", True)),
+        config, part) for s in splits]
   domains = [fixed_subset(d, np.zeros(len(d), np.int32), subset)[0] for d in domains]
   for name, d in zip(splits, domains):
     if len(d) == 0:
       raise DatasetError(f"domain {name} of {dataset} has no images for process {pi}.")
   return domains[0], domains[1]
+
+
+def _domain_part(images: np.ndarray, config, part: str | None) -> np.ndarray:
+  """All images of a domain (part None), or those for training or held out of it."""
+  if part is None:
+    return images
+  k = min(config.get("held_out", 0), len(images) // 10)
+  if k <= 0:
+    raise DatasetError(f"a domain of {len(images)} images of {config.dataset} has no test split "
+                       f"and none held out (--config.held_out={config.get('held_out', 0)}, at "
+                       "most a tenth); set --config.held_out or give a dataset with test folders.")
+  train, held = hold_out(len(images), k)
+  return images[held if part == "held_out" else train]

@@ -117,32 +117,37 @@ def _iter_archive(path: str, splits: Sequence[str]) -> Iterable[tuple[str, str, 
                        "complete tar archive, or unpack it and pass the folder instead.") from e
 
 
-def _iter_all(path: str, subdir: str | None, require_subdir: bool = False
-              ) -> Iterable[tuple[str, bytes]]:
-  """(relative name, bytes) of every image under `path` (or its `subdir`, if it has one)."""
+def _read_all(path: str, subdir: str | None, require_subdir: bool = False
+              ) -> tuple[bool, list[tuple[str, bytes]]]:
+  """(whether `path` has a `subdir` folder, [(relative name, bytes)] of every image under
+  that folder if it has one, else under `path`)."""
   if os.path.isdir(path):
     has_subdir = bool(subdir) and os.path.isdir(os.path.join(path, subdir))
     if require_subdir and not has_subdir:
       raise DatasetError(_missing_subdir(path, subdir))
     root = os.path.join(path, subdir) if has_subdir else path
+    items = []
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames.sort()
       for name in sorted(filenames):
         if is_image_name(name):
           with open(os.path.join(dirpath, name), "rb") as f:
-            yield os.path.relpath(os.path.join(dirpath, name), root), f.read()
-    return
+            items.append((os.path.relpath(os.path.join(dirpath, name), root), f.read()))
+    return has_subdir, items
   try:
     with tarfile.open(path, "r:*") as tar:
       members = [m for m in tar.getmembers() if m.isfile() and is_image_name(m.name)]
-      if subdir and any(subdir in m.name.split("/")[:-1] for m in members):
+      has_subdir = bool(subdir) and any(subdir in m.name.split("/")[:-1] for m in members)
+      if has_subdir:
         members = [m for m in members if subdir in m.name.split("/")[:-1]]
       elif require_subdir:
         raise DatasetError(_missing_subdir(path, subdir))
+      items = []
       for m in members:
         f = tar.extractfile(m)
         if f is not None:
-          yield m.name, f.read()
+          items.append((m.name, f.read()))
+      return has_subdir, items
   except (tarfile.TarError, EOFError, OSError) as e:
     raise DatasetError(f"could not read the archive {path}: {e}. Check that the file is a "
                        "complete tar archive, or unpack it and pass the folder instead.") from e
@@ -164,6 +169,15 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
   Returns uint8 (N, image_size, image_size, 3) in sorted file order;
   unreadable files are skipped with a warning (`bad_images="stop"`: an error).
   """
+  return read_images_and_layout(path, image_size, subdir, cache_dir, num_workers,
+                                require_subdir, bad_images)[0]
+
+
+def read_images_and_layout(path: str, image_size: int, subdir: str | None = "train",
+                           cache_dir: str | None = "", num_workers: int | None = None,
+                           require_subdir: bool = False, bad_images: str = "skip"
+                           ) -> tuple[np.ndarray, bool]:
+  """`read_images`, and whether `path` had a `subdir` folder (False: every image was read)."""
   path = os.path.expanduser(path)
   if not os.path.exists(path):
     raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
@@ -175,7 +189,7 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
   cache_file = None
   if cache_dir is not None:
     cache_dir = cache_dir or default_cache_dir()
-    key = hashlib.sha1(f"{_CACHE_VERSION}:images:{_fingerprint(path)}:{image_size}:{subdir}"
+    key = hashlib.sha1(f"{_CACHE_VERSION}:images-with-layout:{_fingerprint(path)}:{image_size}:{subdir}"
                        f"{':strict' if require_subdir else ''}"
                        .encode()).hexdigest()[:20]
     cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
@@ -183,17 +197,17 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
       try:
         with np.load(cache_file) as z:
           images, bad = z["images"], [str(b) for b in z.get("skipped", [])]
+          found = bool(z["found_subdir"])
       except Exception as e:
         logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
       else:
         report_bad_files(bad, path, bad_images)
-        return images
-  names, blobs = [], []
-  for name, blob in _iter_all(path, subdir, require_subdir):
-    names.append(name)
-    blobs.append(blob)
-  if not blobs:
+        return images, found
+  found, items = _read_all(path, subdir, require_subdir)
+  if not items:
     raise DatasetError(f"found no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}.")
+  names, blobs = [n for n, _ in items], [b for _, b in items]
+  del items
   arrays = _decode_all(blobs, image_size, num_workers)
   pairs = sorted(zip(names, arrays), key=lambda p: p[0])
   bad = [n for n, a in pairs if a is None]
@@ -203,9 +217,10 @@ def read_images(path: str, image_size: int, subdir: str | None = "train",
                        f"(e.g. {', '.join(bad[:3])}): they are corrupt, empty or not images.")
   images = np.stack(good)
   if cache_file is not None:
-    _save_arrays(cache_file, {"images": images, "skipped": np.asarray(bad, dtype=str)})
+    _save_arrays(cache_file, {"images": images, "skipped": np.asarray(bad, dtype=str),
+                              "found_subdir": np.asarray(found)})
   report_bad_files(bad, path, bad_images)
-  return images
+  return images, found
 
 
 def _fingerprint(path: str) -> str:
