@@ -82,9 +82,14 @@ def main(argv):
     print(f"in feature space {result['feature_space']} ({result['feature_space_description']}):")
     for d in ("AtoB", "BtoA"):
       r = result[d]
+      target = d[-1]
+      floor = ("real_baseline_frechet_distance" in r and
+               f"; real {target} train vs test: {r['real_baseline_frechet_distance']:.4g}")
+      floor_kid = "real_baseline_kid" in r and f"; real: {r['real_baseline_kid']:.4g}"
       print(f"  {d}: Frechet distance {r['frechet_distance']:.4g} (untranslated: "
-            f"{r['identity_baseline_frechet_distance']:.4g}), KID {r['kid']:.4g}"
-            f"{_pm(r['kid_std'])} (untranslated: {r['identity_baseline_kid']:.4g})")
+            f"{r['identity_baseline_frechet_distance']:.4g}{floor or ''}), KID {r['kid']:.4g}"
+            f"{_pm(r['kid_std'])} (untranslated: {r['identity_baseline_kid']:.4g}"
+            f"{floor_kid or ''})")
       if "target_class" in r:
         share = r["target_class_share"]
         print(f"    classified as {r['target_class']!r}: translated {share['translated']:.1%}, "

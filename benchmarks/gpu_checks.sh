@@ -51,6 +51,13 @@
 #               (also one graph; experimental, float32 convolution outputs)    (~2 min)
 #   rerun       train.py's compilation cache: the notebook Darknet recipe, 2 steps, twice; the
 #               second run's compile_s is a load from the cache                  (~2 min)
+#   h2z         the full-size horse2zebra recipe (256x256, 9 blocks, bfloat16) for the time
+#               left: as many epochs as fit at ~60 ms an iteration, the last half of them
+#               decaying the lr to 0; then evaluate.py with the domain classifier trained on
+#               the CPU (carried in .h2z/) and the grids. prepare puts a JPEG-85 copy of
+#               horse2zebra (under the 64 MiB a call carries) and that classifier in .h2z/:
+#               run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh h2z",
+#                   carry=[".whl", ".h2z"], timeout_s=590)                   (all the time left)
 # Measured on an H100 on 2026-11-27 (benchmarks/results/h100_2026-11-27*/): fast, throughput,
 # wrn22, wgan, darknet, profile, cyclegan's jaxgan row. Still to run: cyclegan's PyTorch rows,
 # profile_cyclegan, flags, stack, conv_fusion, ab, rerun, darknet_compile.
@@ -134,11 +141,11 @@ parts=()
 for part in "${@:-usage}"; do
   case "$part" in
     more) parts+=(wrn22 wgan cyclegan) ;;  # one name for the three remaining families
-    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|stack|conv_fusion|ab|rerun)
+    prepare|fast|throughput|wrn22|wgan|cyclegan|darknet|darknet_compile|profile|profile_cyclegan|flags|stack|conv_fusion|ab|rerun|h2z)
       parts+=("$part") ;;
     *) echo "usage: bash benchmarks/gpu_checks.sh prepare | PART... (PART: fast throughput" \
          "wrn22 wgan cyclegan more darknet darknet_compile profile profile_cyclegan" \
-         "flags stack conv_fusion ab rerun), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
+         "flags stack conv_fusion ab rerun h2z), e.g. DEADLINE=540 bash benchmarks/gpu_checks.sh fast throughput" >&2
        exit 2 ;;
   esac
 done
@@ -147,7 +154,7 @@ for part in "${parts[@]}"; do
 echo "== $part (${SECONDS} s into the call)" | { [ "$part" = prepare ] && cat || tee -a "$LOG"; }
 case "$part" in
   prepare)
-    for p in /.whl/ /.data/ /.baseline/; do
+    for p in /.whl/ /.data/ /.baseline/ /.h2z/; do
       grep -qxF "$p" .git/info/exclude || echo "$p" >> .git/info/exclude
     done
     mkdir -p .whl .data
@@ -158,7 +165,14 @@ case "$part" in
     rm -rf .baseline && mkdir .baseline
     git archive 7b88581 jaxgan benchmarks/train_throughput.py benchmarks/torch_reference.py \
       configs | tar -x -C .baseline
-    ls -la .whl .data .baseline
+    # horse2zebra re-encoded at JPEG quality 85 (120 MB -> ~50 MB: a call carries 64 MiB), and
+    # the domain classifier that scores it (configs/domain_classifier.py, trained here).
+    rm -rf .h2z && mkdir .h2z
+    python3 benchmarks/recompress_tar.py ../shared/data/horse2zebra.tar .h2z/horse2zebra.tar \
+      --quality 85
+    cp -r "${H2Z_CLASSIFIER:-runs/h2z_domains}" .h2z/h2z_domains \
+      || echo "no domain classifier: train one (configs/domain_classifier.py), set H2Z_CLASSIFIER"
+    ls -la .whl .data .baseline .h2z
     ;;
   fast)
     tta 240 --config configs/cifar10_fast.py --dataset "$CIFAR" --target 0.94 --seeds 3 \
@@ -257,6 +271,31 @@ case "$part" in
     ;;
   profile_cyclegan)
     prof 240 --preset cyclegan --batch_size 1 --json "$OUT/prof_cyclegan.json"
+    ;;
+  h2z)
+    # Epochs of 1,334 iterations at ~60 ms (55 ms measured, 2026-11-27), leaving 150 s for
+    # compiling, evaluating and the grids; SIGTERM at the deadline still saves a checkpoint.
+    t=$(capped $((DEADLINE - SECONDS)))
+    epochs=$(( (t - 150) / 80 ))
+    (( epochs >= 1 )) || { echo "skipped (deadline): h2z" | tee -a "$LOG"; continue; }
+    decay=$(( epochs / 2 ))
+    echo "h2z: $epochs epochs ($decay decaying), $((t - 120)) s at most" | tee -a "$LOG"
+    start=$SECONDS
+    timeout "$((t - 120))" python3 train.py --config configs/cyclegan_horse2zebra.py \
+      --workdir /tmp/h2z_full --config.dataset=.h2z/horse2zebra.tar --config.dtype=bfloat16 \
+      --config.num_epochs="$epochs" --config.decay_epochs="$decay" --config.progress_bar=False \
+      --config.log_every_steps=500 --config.sample_every_steps=1334 ${EXTRA_FLAGS:-} 2>&1 \
+      | grep --line-buffered -v "^[IW][0-9]" | tail -n 20 | tee -a "$LOG"
+    echo "h2z: training took $((SECONDS - start)) s" | tee -a "$LOG"
+    features=()
+    [ -d .h2z/h2z_domains ] && features=(--features=darknet:.h2z/h2z_domains)
+    timeout "$(capped 110)" python3 evaluate.py --workdir /tmp/h2z_full "${features[@]}" 2>&1 \
+      | grep --line-buffered -v "^[IW][0-9]" | tee -a "$LOG"
+    cp /tmp/h2z_full/eval.json "$OUT/h2z_eval.json" 2>/dev/null
+    cp /tmp/h2z_full/eval.png "$OUT/h2z_eval.png" 2>/dev/null
+    last=$(ls /tmp/h2z_full/samples/*.png 2>/dev/null | tail -n 1)
+    [ -n "$last" ] && cp "$last" "$OUT/h2z_train_grid.png"
+    cp /tmp/h2z_full/metrics.jsonl "$OUT/h2z_metrics.jsonl" 2>/dev/null
     ;;
   ab)
     # Before and after, alternating, so drift on the machine shows as well as the change.

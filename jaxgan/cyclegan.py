@@ -350,7 +350,8 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   the identity mappings, in [-1, 1] pixel units; per direction the Frechet
   distance and KID of the translations against the target domain's real test
   images in the feature space `features` (default: pixels), beside the same
-  for the untranslated source images, and in a classifier's space the share
+  for the untranslated source images and for the target domain's training
+  images (the real-vs-real floor), and in a classifier's space the share
   assigned to the target domain (with a domain classifier, also its accuracy
   on the real test images)), `translations.npz` (uint8 fake_B of every test
   A, fake_A of every test B) and `eval.png` (real / fake / reconstruction
@@ -367,6 +368,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
     eval_config.dataset = dataset
   eval_config.load_size = config.image_size  # the reference tests at the crop size, unflipped
   eval_config.train_subset = -1  # every test image
+  train = None  # the training domains, when the test images are others
   if "," in eval_config.dataset:  # two folders: evaluate.py --dataset=<testA>,<testB> to hold out
     real_a, real_b = load_domains(eval_config, config.train_splits)
     split = ("all images of the two folders given to evaluate" if dataset else
@@ -375,6 +377,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
     try:
       real_a, real_b = load_domains(eval_config, config.test_splits)
       split = "/".join(config.test_splits)
+      train = load_domains(eval_config, config.train_splits)
     except DatasetError:
       if not is_path(eval_config.dataset):
         raise
@@ -386,9 +389,11 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   idt_a, idt_b = task.translate(g_a, real_b), task.translate(g_b, real_a)
   err = lambda x, y: float(np.mean(np.abs(from_uint8(x) - from_uint8(y))))
   space = feature_space(features or "pixels")
-  report = lambda *images: translation_report(space, *images, batch_size or 250, devices)
+  report = lambda *images, target_train: translation_report(
+      space, *images, batch_size or 250, devices, target_train)
   metrics = {"feature_space": space.name, "feature_space_description": space.describe,
-             "AtoB": report(fake_b, real_b, real_a, "B"), "BtoA": report(fake_a, real_a, real_b, "A")}
+             "AtoB": report(fake_b, real_b, real_a, "B", target_train=train and train[1]),
+             "BtoA": report(fake_a, real_a, real_b, "A", target_train=train and train[0])}
   if space.domains:  # its accuracy on these very test images: the ceiling of the score
     right = (metrics["AtoB"]["target_class_share"]["real_target"] * len(real_b)
              + metrics["BtoA"]["target_class_share"]["real_target"] * len(real_a))

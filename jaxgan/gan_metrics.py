@@ -227,10 +227,12 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
 
 
 def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source: np.ndarray,
-                       target_domain: str, batch_size: int = 250, devices=None) -> dict:
+                       target_domain: str, batch_size: int = 250, devices=None,
+                       target_train: np.ndarray | None = None) -> dict:
   """One CycleGAN direction into `target_domain` ("A" or "B"): translated test images
   against the target domain's real test images, beside the do-nothing baseline (the source
-  images themselves).
+  images themselves) and, given the target domain's training images, the real-vs-real
+  floor (those against the real test images: what a perfect translator would score).
 
   In a space with classes, also the share of images assigned the target class
   (`target_class_share`): translated, untranslated (the baseline) and real target
@@ -246,6 +248,10 @@ def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source:
   report = {"frechet_distance": frechet_distance_of(ff, fr), "kid": kid, "kid_std": kid_std,
             "identity_baseline_frechet_distance": frechet_distance_of(fsrc, fr),
             "identity_baseline_kid": base_kid}
+  if target_train is not None:
+    ft, _ = space(target_train, batch_size, devices)
+    report["real_baseline_frechet_distance"] = frechet_distance_of(ft, fr)
+    report["real_baseline_kid"] = kernel_inception_distance(ft, fr)[0]
   if space.num_classes:
     if space.domains:
       target = list(space.class_names).index(target_domain)

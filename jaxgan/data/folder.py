@@ -320,14 +320,28 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
 
 
 def _decode_all(blobs: list, image_size: int, num_workers: int | None) -> list:
+  """Decoded images (None where unreadable), in parallel, with a progress bar for many: the
+  first read of a large folder takes a while, later runs read the cache."""
+  from jaxgan.writers import progress_bar
   num_workers = num_workers or min(8, os.cpu_count() or 1)
-  if num_workers <= 1 or len(blobs) < 2000:
-    return _decode_many((blobs, image_size))
-  chunk = max(500, len(blobs) // (num_workers * 8))
+  chunk = max(250, len(blobs) // (num_workers * 8))
   jobs = [(blobs[i:i + chunk], image_size) for i in range(0, len(blobs), chunk)]
-  # spawn, not fork: forking a process that has started JAX's threads can deadlock.
-  with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-    return [arr for part in pool.map(_decode_many, jobs) for arr in part]
+  bar = progress_bar(len(blobs), f"decoding {len(blobs)} images (cached for later runs)",
+                     enabled=len(blobs) >= 1000, unit="image")
+  out = []
+  if num_workers <= 1 or len(blobs) < 2000:
+    parts = map(_decode_many, jobs)
+    for part in parts:
+      out += part
+      bar.update(len(part))
+  else:
+    # spawn, not fork: forking a process that has started JAX's threads can deadlock.
+    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+      for part in pool.map(_decode_many, jobs):
+        out += part
+        bar.update(len(part))
+  bar.close()
+  return out
 
 
 def report_bad_files(bad: Sequence[str], path: str, policy: str) -> None:
