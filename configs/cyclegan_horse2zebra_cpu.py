@@ -11,6 +11,13 @@ patches, 662,977 parameters: the 70x70 one would see the whole 64x64 image), 10 
 (5 at lr 2e-4, 5 decaying to 0). Every loss, weight, pool and schedule rule
 is the reference's. The second command scores it with a horse/zebra classifier
 trained by configs/domain_classifier.py (see there).
+
+Expected (horse2zebra, one run, 2-core x86-64 CPU, 2026-12-02): 13,340
+iterations at 4.0-4.3 a second, about 55 minutes; horses visibly striped
+from epoch 2. Against a domain classifier of 90.4% test accuracy, 83% of the
+translated test horses are taken for zebras (untranslated: 6%; real zebras:
+87%) and 99% of the translated zebras for horses (untranslated: 13%; real
+horses: 94%); docs/results/README.md has the whole table.
 """
 from configs import cyclegan_horse2zebra
 

@@ -147,7 +147,7 @@ def domain_classes(config, splits: Sequence[str]) -> ClassificationData:
   whole = sized.copy_and_resolve_references()
   with whole.unlocked():
     whole.train_subset = -1
-  test, part = None, None
+  test, which = None, "images held out of training"
   if "," not in str(config.dataset):
     try:
       test = load_domains(whole, config.test_splits)
@@ -155,14 +155,14 @@ def domain_classes(config, splits: Sequence[str]) -> ClassificationData:
     except DatasetError:
       if not is_path(str(config.dataset)):
         raise
-  if test is None:
-    part, which = "train", f"{config.get('held_out', 0)} held-out images per domain"
   data = {}
   if train_split in splits:
+    part = "train" if test is None else None
     data[train_split] = _labelled(list(load_domains(sized, config.train_splits, part)))
   if eval_split in splits:
     if test is None:
       test = load_domains(whole, config.train_splits, "held_out")
+      which = f"{len(test[0])} + {len(test[1])} images held out of training"
     data[eval_split] = fixed_subset(*_labelled(list(test)), config.get("eval_subset", -1))
   names = "/".join(config.train_splits) if "," not in str(config.dataset) else "<A>,<B>"
   source = f"domains A and B ({names}) of {config.dataset}, tested on {which}"
@@ -194,8 +194,10 @@ def upright_classes(config, splits: Sequence[str]) -> ClassificationData:
 
 
 def hold_out(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """(training, held-out) indices of n images whose k held-out ones are the first k of a
-  fixed shuffle (seed 0): the same images in every run, process and recipe."""
+  """(training, held-out) indices of n images whose held-out ones are the first k of a
+  fixed shuffle (seed 0), the same images in every run, process and recipe; a tenth of
+  them at most, so that small folders keep most of their images for training."""
+  k = max(0, min(k, n // 10))
   perm = np.random.default_rng(0).permutation(n)
   return np.sort(perm[k:]), np.sort(perm[:k])
 
@@ -257,16 +259,15 @@ def _folder_split(config, dataset: str, split: str, held_out: bool) -> tuple[np.
       return images, f"the {train_split}/ folder"
     return (read_images(dataset, config.image_size, split, cache, require_subdir=True,
                         bad_images=bad), f"the {split}/ folder")
-  # A tenth at most, so that small folders keep most of their images for training.
-  k = min(config.get("held_out", 0), len(images) // 10)
-  if k <= 0:
+  train, held = hold_out(len(images), config.get("held_out", 0))
+  k = len(held)
+  if not k:
     if held_out:
       raise DatasetError(f"{dataset} has no {split}/ folder and no images were held out of "
                          f"training (--config.held_out={config.get('held_out', 0)}, at most a "
                          f"tenth of its {len(images)} images); set --config.held_out and train "
                          "afresh, or pass a folder with held-out images as --dataset.")
     return images, f"all {len(images)} images (none held out)"
-  train, held = hold_out(len(images), k)
   if held_out:
     return images[held], (f"{k} of the {len(images)} images, held out of training (the first "
                           "of a fixed shuffle, seed 0)")
@@ -329,10 +330,9 @@ def _domain_part(images: np.ndarray, config, part: str | None) -> np.ndarray:
   """All images of a domain (part None), or those for training or held out of it."""
   if part is None:
     return images
-  k = min(config.get("held_out", 0), len(images) // 10)
-  if k <= 0:
+  train, held = hold_out(len(images), config.get("held_out", 0))
+  if not len(held):
     raise DatasetError(f"a domain of {len(images)} images of {config.dataset} has no test split "
                        f"and none held out (--config.held_out={config.get('held_out', 0)}, at "
                        "most a tenth); set --config.held_out or give a dataset with test folders.")
-  train, held = hold_out(len(images), k)
   return images[held if part == "held_out" else train]
