@@ -40,7 +40,11 @@ def print_gan_report(r):
   print(f"feature space {r['feature_space']}: {r['feature_space_description']}")
   if "held_out_images" in r:
     print(f"held-out images: {r['held_out_images']}")
-  print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g}{_pm(r['kid_std'])}")
+  floor = "real_baseline_frechet_distance" in r and (
+      f"   (real training images in their place: {r['real_baseline_frechet_distance']:.4g}, "
+      f"KID {r['real_baseline_kid']:.4g})")
+  print(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g}{_pm(r['kid_std'])}"
+        f"{floor or ''}")
   d = r["diversity"]
   print(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
         f"{d['real_mean_pairwise_distance']:.4g} (ratio {d['diversity_ratio']:.3f}); "

@@ -11,6 +11,14 @@ configs/wgan_celeba.py (64x64 faces, batch 64, RMSProp 1e-4, clipping at
 metrics) with half-width networks and no extra layers: DCGAN generator and
 critic with ngf = ndf = 32 (1,100,224 and 694,656 parameters), for 1,500 generator
 iterations.
+
+Expected (10,000 aligned CelebA faces at 89x109, one run, 2-core x86-64 CPU,
+2026-12-02): 0.60 generator iterations a second after the 25 slow first ones,
+about 55 minutes in all; faces from iteration 500. Against the 1,000
+held-out faces, Frechet distance 0.080 in the upright classifier's features
+(untrained generator 11.6, real training faces 0.014) and 31 in pixels (249,
+9.4), no collapse or copying flagged; docs/results/README.md has the whole
+table.
 """
 from configs import wgan_celeba
 

@@ -180,9 +180,11 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
   """Every metric for uint8 samples of an unconditional GAN, against real held-out
   images and the training images; (report, grid of the closest sample/train pairs).
 
-  Without held-out images (a dataset with no test split) the training images
-  are the reference for the distances and diversity, and the memorisation
-  check, which needs images the generator never saw, is reported as unavailable.
+  With held-out images, `real_baseline_*` gives the floor: the same distances
+  for as many real training images as there are samples. Without them (a
+  dataset with no test split) the training images are the reference for the
+  distances and diversity, and the memorisation check, which needs images
+  the generator never saw, is reported as unavailable.
   """
   from jaxgan.features import pixel_space
   from jaxgan.images import make_grid
@@ -198,6 +200,10 @@ def unconditional_report(space, samples: np.ndarray, held_out: np.ndarray | None
             else "training images (the dataset has no held-out split)",
             "frechet_distance": frechet_distance_of(fs, fh), "kid": kid, "kid_std": kid_std,
             "diversity": div}
+  if held_out is not None:  # the floor: as many real training images as samples, in their place
+    real = ft[np.sort(np.random.default_rng(1).permutation(len(ft))[:len(fs)])]
+    report["real_baseline_frechet_distance"] = frechet_distance_of(real, fh)
+    report["real_baseline_kid"] = kernel_inception_distance(real, fh)[0]
   if space.num_classes:
     report["class_coverage"] = class_coverage(ps, space.num_classes)
     report["held_out_class_coverage"] = class_coverage(ph, space.num_classes)

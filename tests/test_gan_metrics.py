@@ -89,6 +89,11 @@ def test_known_failures_are_flagged_and_real_images_are_not():
   assert real["frechet_distance"] < collapsed["frechet_distance"]
   no_held_out, _ = unconditional_report(space, _blobs(100, 4), None, train, devices=devices)
   assert no_held_out["flags"]["memorisation"] is None and "memorisation" not in no_held_out
+  # The floor: 200 of the (same-distribution) training images in the samples' place score as
+  # real samples do, and the floor does not depend on the samples.
+  assert "real_baseline_frechet_distance" not in no_held_out
+  assert real["real_baseline_frechet_distance"] == collapsed["real_baseline_frechet_distance"]
+  assert 0.5 < real["real_baseline_frechet_distance"] / real["frechet_distance"] < 2
 
 
 def test_class_coverage_entropy_and_counts():

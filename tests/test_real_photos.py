@@ -218,6 +218,7 @@ def test_wgan_on_a_flat_archive_trains_without_and_is_measured_on_its_held_out_i
   assert out["num_held_out"] == 4 and out["num_train"] == 36
   assert out["held_out_images"].startswith("4 of the 40 images, held out of training")
   assert out["reference"] == "held-out real images" and "memorisation" in out
+  assert np.isfinite(out["real_baseline_frechet_distance"])  # (its meaning: test_gan_metrics)
   from jaxgan.wgan import WGANTask
   assert WGANTask(config, jax.local_devices()[:1]).num_images == 36
 
