@@ -377,12 +377,16 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
     try:
       real_a, real_b = load_domains(eval_config, config.test_splits)
       split = "/".join(config.test_splits)
-      train = load_domains(eval_config, config.train_splits)
     except DatasetError:
       if not is_path(eval_config.dataset):
         raise
       real_a, real_b = load_domains(eval_config, config.train_splits)
       split = "/".join(config.train_splits) + " (no test split found)"
+    else:
+      try:
+        train = load_domains(eval_config, config.train_splits)
+      except DatasetError:  # e.g. --dataset names a copy of the test folders alone
+        pass
   g_a, g_b = task.generator_params(state, "G_A"), task.generator_params(state, "G_B")
   fake_b, fake_a = task.translate(g_a, real_a), task.translate(g_b, real_b)
   rec_a, rec_b = task.translate(g_b, fake_b), task.translate(g_a, fake_a)

@@ -204,6 +204,14 @@ def test_cyclegan_evaluate_reports_the_domain_classifiers_own_test_accuracy(tmp_
                           features=f"darknet:{tmp_path / 'clf'}")
   assert r["num_a"] == r["num_b"] == 10 and "real_baseline_kid" not in r["BtoA"]
   assert r["classifier_accuracy"] == pytest.approx(own["accuracy"], abs=1e-6)
+  # A copy of the test folders alone: scored, without the floor.
+  import shutil
+  for d in ("testA", "testB"):
+    shutil.copytree(f"{dataset}/{d}", tmp_path / "tests_only" / d)
+  r = experiment.evaluate(str(tmp_path / "gan"), dataset=str(tmp_path / "tests_only"),
+                          num_devices=1, features=f"darknet:{tmp_path / 'clf'}")
+  assert r["split"] == "testA/testB" and "real_baseline_kid" not in r["AtoB"]
+  assert r["classifier_accuracy"] == pytest.approx(own["accuracy"], abs=1e-6)
 
 
 def test_wgan_on_a_flat_archive_trains_without_and_is_measured_on_its_held_out_images(tmp_path):
