@@ -35,7 +35,7 @@ def twin(ngf=8, n_blocks=3, seed=0):
   g = tr.ResnetGenerator(ngf, n_blocks).eval()
   with torch.no_grad():
     for name, p in g.named_parameters():
-      p.copy_(torch.randn_like(p) * (0.1 if name.endswith("bias") else 0.2))
+      p.copy_(torch.randn_like(p) * (0.1 if name.endswith("bias") else 0.05))  # tanh unsaturated
   return g
 
 
@@ -62,7 +62,9 @@ def test_weights_file_gives_the_twins_output(tmp_path, legacy):
   assert (generator.ngf, generator.n_blocks, generator.output_nc) == (8, 3, 3)
   images = np.random.default_rng(0).integers(0, 256, (2, 20, 28, 3), dtype=np.uint8)
   ours = np.asarray(generator.apply({"params": params}, from_uint8(images)))
-  np.testing.assert_allclose(ours, torch_output(g, images), atol=2e-5)
+  # Float32 rounding of two frameworks' convolutions (4e-6 here; the tolerance of
+  # test_torch_reference); a wrong mapping of any tensor moves outputs by ~0.1 or more.
+  np.testing.assert_allclose(ours, torch_output(g, images), atol=1e-4)
 
 
 def test_older_files_dropout_and_dataparallel_prefixes_load(tmp_path):
