@@ -509,7 +509,8 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   from jaxgan.loop import restore_latest
   from jaxgan.writers import progress_bar
   if (workdir is None) == (weights is None):
-    raise ConfigError("give either --workdir (a CycleGAN run) or --weights (a generator file)")
+    raise ConfigError("give either --workdir (a CycleGAN run of train.py) or --weights (a "
+                      "generator file saved by pytorch-CycleGAN-and-pix2pix)")
   if direction not in DIRECTIONS:
     raise ConfigError(f"--direction={direction!r}: use AtoB (G_A) or BtoA (G_B)")
   if resize < 0:

@@ -178,17 +178,15 @@ def translate(input_path: str, output_dir: str, workdir: str | None = None,
   """Translate an image or a folder of images with a CycleGAN workdir's latest generators
   (`direction` AtoB or BtoA), or with a generator file saved by the reference repository."""
   from jaxgan.cyclegan import translate_folder
-  if (workdir is None) == (weights is None):
-    raise ConfigError("give either --workdir (a CycleGAN run of train.py) or --weights (a "
-                      "generator file saved by pytorch-CycleGAN-and-pix2pix)")
-  if weights is not None:
-    if direction is not None:
-      raise ConfigError("--direction applies to --workdir runs, which hold both generators; a "
-                        "--weights file holds one (translate with latest_net_G_B.pth for the "
-                        "other direction)")
-    return translate_folder(None, input_path, output_dir, resize=resize, weights=weights)
-  task = _saved_task(workdir)
-  if task != "cyclegan":
-    raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
-                      "one (trained with configs/cyclegan_*.py)")
-  return translate_folder(workdir, input_path, output_dir, direction or "AtoB", resize)
+  if weights is not None and direction is not None:
+    raise ConfigError("--direction applies to --workdir runs, which hold both generators; a "
+                      "--weights file holds one (translate with latest_net_G_B.pth for the "
+                      "other direction)")
+  if workdir is not None and weights is None:
+    task = _saved_task(workdir)
+    if task != "cyclegan":
+      raise ConfigError(f"workdir {workdir} holds a {task!r} run; translate.py needs a CycleGAN "
+                        "one (trained with configs/cyclegan_*.py)")
+  # translate_folder refuses both or neither of workdir and weights
+  return translate_folder(workdir, input_path, output_dir, direction or "AtoB", resize,
+                          weights=weights)
