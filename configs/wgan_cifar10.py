@@ -33,7 +33,7 @@ def get_config():
   # (at most a tenth) out of training for the metrics: the first of a fixed shuffle.
   config.held_out = 1000
   config.train_subset = -1
-  config.image_size = 32  # multiple of 16
+  config.image_size = 32  # a power of two from 16
 
   config.model = ml_collections.ConfigDict()
   config.model.nz = 100

@@ -128,12 +128,16 @@ def test_generator_output_is_in_range_and_resize_variant_works():
     assert float(out.min()) >= -1 and float(out.max()) <= 1 and float(out.std()) > 0.01
 
 
-@pytest.mark.parametrize("isize", [0, 24, 40, 8])
-def test_isize_not_a_multiple_of_16_is_a_clear_error(isize):
-  with pytest.raises(ValueError, match=f"isize={isize}: .*multiple of 16"):
+@pytest.mark.parametrize("isize", [0, 24, 40, 8, 48, 96])
+def test_isize_not_a_power_of_two_is_a_clear_error(isize):
+  # 48 and 96 are multiples of 16 that the generator's doubling from 4x4 never reaches:
+  # generator_widths used to loop forever on them.
+  with pytest.raises(ValueError, match=f"isize={isize}: .*power of two"):
     DCGANGenerator(isize, 10, 3, 8)
-  with pytest.raises(ValueError, match="multiple of 16"):
+  with pytest.raises(ValueError, match="power of two"):
     DCGANCritic(isize, 3, 8)
+  with pytest.raises(ValueError, match="power of two"):
+    generator_widths(isize, 8)
 
 
 def test_public_api_names():

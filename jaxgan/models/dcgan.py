@@ -17,13 +17,18 @@ Dtype = Any
 
 
 def check_isize(isize: int) -> None:
-  if isize < 16 or isize % 16:
-    raise ValueError(f"isize={isize}: DCGAN needs an image size that is a multiple of 16 "
-                     "(16, 32, 64, 128, ...); resize the data or pick another --config.image_size")
+  """The generator doubles 4x4 up to isize and the critic halves back: powers of two only."""
+  if isize < 16 or isize & (isize - 1):
+    below = 1 << max(4, isize.bit_length() - 1) if isize >= 16 else 16
+    options = sorted({below, below * 2} if isize > 16 else {16})
+    raise ValueError(f"isize={isize}: DCGAN needs an image size that is a power of two from 16 "
+                     f"(16, 32, 64, 128, ...; the nearest: {' or '.join(map(str, options))}); "
+                     "resize the data or pick another --config.image_size")
 
 
 def generator_widths(isize: int, ngf: int) -> list[int]:
   """Channel widths of the generator's upsampling blocks, from 4x4 up to isize/2."""
+  check_isize(isize)  # any other size would never be reached by doubling
   cngf, tisize = ngf // 2, 4
   while tisize != isize:
     cngf, tisize = cngf * 2, tisize * 2
