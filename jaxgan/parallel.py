@@ -49,9 +49,12 @@ def maybe_initialize_distributed(enabled: bool) -> None:
         "--config.distributed False.") from e
 
 
-def use_xla_flags(flags: str, strict: bool = True) -> str | None:
-  """Hand `--config.xla_flags` to XLA, after those in $XLA_FLAGS (a flag given twice: the
-  later wins). Returns the XLA_FLAGS XLA will start with, or None when nothing changed.
+def use_xla_flags(flags: str, strict: bool = True, flag: str = "--config.xla_flags"
+                  ) -> str | None:
+  """Hand extra XLA flags (`flag`: where they came from, `--config.xla_flags` of train.py or
+  `--xla_flags` of evaluate.py and translate.py) to XLA, after those in $XLA_FLAGS (a flag
+  given twice: the later wins). Returns the XLA_FLAGS XLA will start with, or None when
+  nothing changed.
 
   XLA reads its flags once, when JAX starts its first backend, so train_and_evaluate calls
   this before anything touches a device. Where JAX has already started in this process
@@ -61,16 +64,16 @@ def use_xla_flags(flags: str, strict: bool = True) -> str | None:
   tokens = flags.split()
   for token in tokens:
     if not re.fullmatch(r"--xla_\w+(=\S*)?", token):
-      raise ConfigError(f"--config.xla_flags: {token!r} is not an XLA flag; give them as "
+      raise ConfigError(f"{flag}: {token!r} is not an XLA flag; give them as "
                         "'--xla_name=value', separated by spaces (e.g. "
                         "'--xla_gpu_graph_min_graph_size=1')")
-  current = os.environ.get("XLA_FLAGS", "")
-  in_effect = _flag_values(current)
-  if all(in_effect.get(name) == value for name, value in _flag_values(flags).items()):
+  if xla_flags_in_effect(flags):
     return None
+  current = os.environ.get("XLA_FLAGS", "")
   if _jax_started():
-    message = (f"--config.xla_flags={flags!r}: JAX has already started in this process with "
-               f"XLA_FLAGS={current!r}, and XLA reads its flags once; run train.py in a new "
+    program = "train.py" if flag.startswith("--config.") else "the command"
+    message = (f"{flag}={flags!r}: JAX has already started in this process with "
+               f"XLA_FLAGS={current!r}, and XLA reads its flags once; run {program} in a new "
                "process, or set XLA_FLAGS before JAX starts")
     if strict:
       raise ConfigError(message)
@@ -78,6 +81,12 @@ def use_xla_flags(flags: str, strict: bool = True) -> str | None:
     return None
   os.environ["XLA_FLAGS"] = " ".join([current, *tokens]).strip()
   return os.environ["XLA_FLAGS"]
+
+
+def xla_flags_in_effect(flags: str) -> bool:
+  """Whether $XLA_FLAGS already gives every flag of `flags` its value there."""
+  in_effect = _flag_values(os.environ.get("XLA_FLAGS", ""))
+  return all(in_effect.get(name) == value for name, value in _flag_values(flags).items())
 
 
 def _flag_values(flags: str) -> dict:
@@ -99,7 +108,8 @@ COMPILATION_CACHE_MAX_BYTES = 2 * 2 ** 30
 _OFF = ("none", "off", "false")
 
 
-def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
+def use_compilation_cache(setting: str = "", strict: bool = True,
+                          flag: str = "--config.compilation_cache") -> str | None:
   """Keep compiled programs on disk, so that a rerun or resume skips compilation.
 
   `setting` is `--config.compilation_cache`: "" for `<jaxgan cache>/xla`
@@ -110,7 +120,8 @@ def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
 
   A folder that cannot be written is an error when the user named it, `strict`
   (training) and the run has one host (a multi-host error on one host alone
-  would leave the others waiting); otherwise a warning, and no cache.
+  would leave the others waiting); otherwise a warning, and no cache. `flag` names the
+  setting in messages (`--compilation_cache` for evaluate.py and translate.py).
   """
   current = jax.config.jax_compilation_cache_dir
   if current or setting.strip().lower() in _OFF:
@@ -125,7 +136,7 @@ def use_compilation_cache(setting: str = "", strict: bool = True) -> str | None:
   else:
     reason = "not writable"
   if not writable:
-    message = (f"--config.compilation_cache: cannot keep compiled programs in {path} ({reason}); "
+    message = (f"{flag}: cannot keep compiled programs in {path} ({reason}); "
                "give a writable folder, or 'none' to compile afresh each run")
     if setting and strict and jax.process_count() == 1:
       raise ConfigError(message)
