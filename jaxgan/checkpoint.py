@@ -29,6 +29,7 @@ from jaxgan.errors import ConfigError, WorkdirError
 
 PyTree = Any
 KERNEL_LAYOUT = {"conv_kernel_layout": "out,kh,kw,in"}
+READER_ATTEMPTS = 4  # a reader beside a live run lists the steps again this often
 
 
 def _is_conv_kernel(path, x) -> bool:
@@ -65,6 +66,25 @@ class DamagedCheckpointError(Exception):
   pass
 
 
+class VanishedCheckpointError(DamagedCheckpointError):
+  """The step was deleted while being read (the trainer keeps only the newest few)."""
+
+
+_DISK_FULL_REASONS = ("No space left on device", "Disk quota exceeded")
+
+
+def _short_reason(e: BaseException) -> str:
+  """The part of a write error a user needs: Orbax and TensorStore wrap the OS error in
+  their own messages (with the whole storage spec)."""
+  if isinstance(e, OSError) and e.strerror:
+    return e.strerror
+  text = str(e)
+  for reason in (*_DISK_FULL_REASONS, "Read-only file system", "Permission denied"):
+    if reason in text:
+      return reason
+  return text.split(" [tensorstore_spec")[0].splitlines()[0][:300] if text else type(e).__name__
+
+
 def _disk_error(e: BaseException) -> bool:
   return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
                                                 errno.EACCES)
@@ -80,6 +100,12 @@ class Checkpointer:
     clean_temporary = not read_only if clean_temporary is None else clean_temporary
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, "checkpoints")
+    self.read_only = read_only
+    self._pending = None  # the step of a background save not yet seen to finish
+    if os.path.lexists(self.directory) and not os.path.isdir(self.directory):
+      raise WorkdirError(f"{self.directory} is not a folder, so no checkpoint can be "
+                         f"{'read from' if read_only else 'written to'} it. Move that file away "
+                         "(or pass another --workdir).")
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            enable_async_checkpointing=True, read_only=read_only,
                                            cleanup_tmp_directories=clean_temporary)
@@ -87,14 +113,28 @@ class Checkpointer:
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "meta"))
     except OSError as e:
-      raise WorkdirError(f"cannot create the checkpoint directory {self.directory}: {e}. "
-                         "Pick a --workdir you can write to.") from e
+      raise WorkdirError(f"cannot create the checkpoint directory {self.directory}: "
+                         f"{e.strerror or e}. Pick a --workdir you can write to.") from e
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
+
+  def finished_steps(self) -> list[int]:
+    """Steps whose save completed: Orbax renames a step's folder to its number last."""
+    try:
+      names = os.listdir(self.directory)
+    except OSError:
+      return []
+    return sorted(int(n) for n in names if n.isdigit())
+
+  def describe_kept(self, failed: int | None = None) -> str:
+    """What a user can resume from, for error messages."""
+    good = [s for s in self.finished_steps() if s != failed]
+    return (f"the checkpoint of step {good[-1]} is intact in {self.directory}" if good
+            else "no checkpoint had been written yet")
 
   def save(self, step: int, state: PyTree, meta: dict) -> None:
     """Save host copies of `state` (unreplicated) and a JSON-able `meta` dict.
@@ -113,21 +153,38 @@ class Checkpointer:
           "so the hosts no longer train one model; nothing was written"
           + (f" (checkpoint {good[-1]} is intact)" if good else "") + ". Start every host with "
           "the same command, code and jaxgan version.")
+    if self._pending is not None:  # Orbax would wait for it inside save() and blame this step
+      self.wait()
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except Exception as e:
       self._raise_write_error(step, e)
+    self._pending = step
+
+  def poll(self) -> None:
+    """Without waiting: if the background save has ended but its step never completed, raise
+    the WorkdirError that names that step (Orbax only logs the failure)."""
+    if self._pending is None or self.manager.is_saving_in_progress():
+      return
+    step, self._pending = self._pending, None
+    if step in self.finished_steps():
+      return
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:
+      self._raise_write_error(step, e)
+    self._raise_write_error(step, RuntimeError("the save ended without completing"))
 
   def _raise_write_error(self, step: int, e: BaseException):
     cause = e if _disk_error(e) else (e.__cause__ or e.__context__ or e)
-    good = [s for s in self.all_steps() if s != step]
-    kept = (f"the previous checkpoint (step {good[-1]}) is intact" if good
-            else "no earlier checkpoint exists")
+    reason = _short_reason(cause)
+    full = reason in _DISK_FULL_REASONS or _disk_error(cause)
     hint = ("Free disk space (or raise the quota) and run the same command again to resume"
-            if _disk_error(cause) else "Check the disk and run the same command again")
+            if full else "Check the disk and run the same command again")
     raise WorkdirError(f"could not write the checkpoint of step {step} to {self.directory}: "
-                       f"{cause}. {kept}. {hint}.") from e
+                       f"{reason}. Training stopped; {self.describe_kept(failed=step)}. "
+                       f"{hint}.") from e
 
   def _restore(self, step: int, target: PyTree | None) -> tuple[PyTree, dict]:
     abstract = (None if target is None
@@ -151,6 +208,8 @@ class Checkpointer:
       stored = target if target is None or not legacy else _in_flax_layout(target)
       state, meta = self._restore(step, stored)
     except Exception as e:
+      if not os.path.isdir(os.path.join(self.directory, str(step))):
+        raise VanishedCheckpointError(f"step {step} was deleted while it was read") from e
       if target is None:
         raise DamagedCheckpointError(f"step {step} cannot be read: {e}") from e
       try:  # readable as stored? then it is the target (the config) that does not fit
@@ -170,13 +229,28 @@ class Checkpointer:
 
   def restore_latest_good(self, target: PyTree) -> tuple[PyTree | None, dict, int | None]:
     """(state, meta, step) of the newest checkpoint that reads back intact, or
-    (None, {}, None) if there is none. Damaged ones are moved aside with a warning."""
-    for step in sorted(self.all_steps(), reverse=True):
-      try:
-        state, meta = self.restore(target, step)
-        return state, meta, step
-      except DamagedCheckpointError as e:
-        self._set_aside(step, e)
+    (None, {}, None) if there is none. A trainer moves damaged ones aside with a warning; a
+    read-only reader (evaluation, possibly beside a live run) only warns and never moves,
+    deletes or locks anything. A step deleted while being read is skipped."""
+    warned = set()
+    for attempt in range(READER_ATTEMPTS if self.read_only else 1):
+      if attempt:  # a live run replaced every step listed: list them again
+        time.sleep(0.2 * attempt)
+        self.manager.reload()
+      for step in sorted(self.all_steps(), reverse=True):
+        try:
+          state, meta = self.restore(target, step)
+          return state, meta, step
+        except VanishedCheckpointError:
+          continue  # the trainer keeps only the newest few; an older one may still be there
+        except DamagedCheckpointError as e:
+          if not self.read_only:
+            self._set_aside(step, e)
+          elif step not in warned:
+            warned.add(step)
+            print(f"warning: checkpoint {os.path.join(self.directory, str(step))} cannot be "
+                  f"read ({e}); the previous one is used instead (expected for the newest "
+                  "one if a training run is writing it now).", file=sys.stderr, flush=True)
     return None, {}, None
 
   def _set_aside(self, step: int, error: Exception) -> None:
@@ -210,7 +284,8 @@ class Checkpointer:
     try:
       self.manager.wait_until_finished()
     except Exception as e:
-      self._raise_write_error(self.latest_step() or 0, e)
+      self._raise_write_error(self._pending or self.latest_step() or 0, e)
+    self.poll()
 
   def close(self) -> None:
     try:

@@ -30,6 +30,7 @@ PyTree = Any
 # Metrics reported at their latest value rather than averaged over a log interval.
 LATEST_VALUE_METRICS = ("lr", "momentum")
 NONFINITE_POLICIES = ("stop", "skip")
+MAX_STEPS = 2**31 - 1  # the training state's step counter is an int32
 # Fields a resumed run may change: they leave the model, the data and the optimisation
 # already done as they were. (num_epochs stretches the remaining schedule, as documented.)
 RESUME_SAFE_FIELDS = frozenset({
@@ -99,6 +100,16 @@ class Task:
 
   def periodic_outputs(self, state: PyTree, step: int, writer: MetricWriter) -> None:
     """Work done every `config.sample_every_steps` steps (e.g. sample grids)."""
+
+  def stop_requested(self) -> bool:
+    """Whether a stop was asked for: `run` points it at its signal handler. A task whose step
+    is long (a WGAN's 100 critic updates) may check it inside the step and return
+    `(state, None)` with its progress in `checkpoint_meta()`; it resumes from
+    `resume_within_step(meta)`."""
+    return False
+
+  def resume_within_step(self, meta: dict) -> None:
+    """Given the metadata of the checkpoint a run resumes from (see `stop_requested`)."""
 
   def checkpoint_meta(self) -> dict:
     """JSON-able facts saved with each checkpoint (e.g. data statistics)."""
@@ -192,8 +203,11 @@ class WorkdirLock:
 class StopSignals:
   """SIGTERM / SIGINT become a request to checkpoint and stop after the current step.
 
-  A second signal is not deferred: the previous handler (for Ctrl-C, a
-  KeyboardInterrupt) takes it at once.
+  A second signal ends the process at once (exit status 128 + signal), without
+  a traceback: raising in the main thread would still wait for the steps
+  already queued on the devices, and for threads, before the process exits.
+  The checkpoints on disk are complete either way (unfinished saves are
+  temporary folders, removed on the next start).
   """
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -208,11 +222,15 @@ class StopSignals:
     return self
 
   def _handle(self, signum, frame):
+    name = signal.Signals(signum).name
+    if self.received is not None:
+      print(f"\n{name} received again: stopping now, without saving (the last complete "
+            "checkpoint is kept; run the same command again to resume from it).",
+            file=sys.stderr, flush=True)
+      os._exit(128 + signum)
     self.received = signum
-    signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-    print(f"\n{signal.Signals(signum).name} received: saving a checkpoint after the current "
-          "step, then stopping (send it again to stop at once, without saving).",
-          file=sys.stderr, flush=True)
+    print(f"\n{name} received: saving a checkpoint after the current step, then stopping "
+          "(send it again to stop at once, without saving).", file=sys.stderr, flush=True)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -325,7 +343,9 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
   checkpoint's metadata; the state is unreplicated.
   """
   config = load_config(workdir)
-  ckpt = Checkpointer(workdir, clean_temporary=False)  # evaluation leaves unfinished saves be
+  # Read-only: a trainer may be writing this workdir right now (evaluating a live run is
+  # natural), so the reader never tidies, moves or deletes its files.
+  ckpt = Checkpointer(workdir, read_only=True)
   try:
     if ckpt.latest_step() is None:
       raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
@@ -333,8 +353,8 @@ def restore_latest(workdir: str, build_task: Callable) -> tuple:
     task = build_task(config, ckpt.newest_readable_meta())
     state, _, step = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(0)))
     if state is None:
-      raise WorkdirError(f"every checkpoint under {ckpt.directory} is damaged (moved to "
-                         f"{workdir}/damaged_checkpoints); train again.")
+      raise WorkdirError(f"no checkpoint under {ckpt.directory} can be read (see the warnings "
+                         "above); train again, or evaluate a copy of the run.")
   finally:
     ckpt.close()
   # The restore target was built on the host CPU (parallel.on_host); evaluate on a device.
@@ -389,10 +409,18 @@ def run(task: Task, config, workdir: str, devices) -> dict:
   """
   main = jax.process_index() == 0
   skip = skips_nonfinite(config)
-  ckpt = Checkpointer(workdir, config.keep_checkpoints)
-  writer = MetricWriter(workdir)
   total = task.total_steps
+  if total > MAX_STEPS:
+    raise ConfigError(f"the run would take {total:,} steps ({task.steps_per_epoch:,} per epoch "
+                      f"x {task.num_epochs} epochs); at most {MAX_STEPS:,} are supported (the "
+                      "step counter is a 32-bit integer). Lower --config.num_epochs.")
   stop = total if config.num_train_steps < 0 else min(total, config.num_train_steps)
+  ckpt = Checkpointer(workdir, config.keep_checkpoints)
+  try:
+    writer = MetricWriter(workdir, kept=ckpt.describe_kept)
+  except BaseException:
+    ckpt.close()
+    raise
 
   try:
     if ckpt.all_steps():
@@ -410,12 +438,18 @@ def run(task: Task, config, workdir: str, devices) -> dict:
             "--workdir.")
       logging.info("resumed from %s at step %d (epoch %d)", ckpt.directory, start,
                    start // task.steps_per_epoch)
+      task.resume_within_step(meta)
   except BaseException:
-    ckpt.close()
-    writer.close()
+    _close_quietly(ckpt, writer)
     raise
   start = int(state.step)
-  save_config(config, workdir)
+  try:
+    save_config(config, workdir)
+  except OSError as e:
+    _close_quietly(ckpt, writer)
+    raise WorkdirError(f"cannot write {workdir}/config.json: {e.strerror or e}. "
+                       f"{ckpt.describe_kept().capitalize()}. Free disk space (or fix the "
+                       "permissions) and run the same command again.") from e
   if main:
     print(f"{task.describe()}\ntraining steps {start} -> {stop} of {total} "
           f"({task.steps_per_epoch} per epoch) on {len(devices)} x {devices[0].device_kind}"
@@ -435,7 +469,12 @@ def run(task: Task, config, workdir: str, devices) -> dict:
     ckpt.save(step, parallel.unreplicate(state), meta)
     return step
 
-  signals, stopping = StopSignals(), False
+  signals, stopping, partial = StopSignals(), False, False
+  if jax.process_count() == 1:  # several hosts agree on where to stop at step boundaries
+    task.stop_requested = lambda: signals.received is not None
+  # Without an accelerator the steps queued ahead of Python run one after another on the
+  # same cores: a short queue keeps a stop request from waiting behind many of them.
+  max_queued = 2 if devices[0].platform == "cpu" else None
   try:
     with signals:
       while step < stop and not stopping:
@@ -446,15 +485,20 @@ def run(task: Task, config, workdir: str, devices) -> dict:
         history, interval_start, t0 = [], step, time.perf_counter()
         while step < epoch_end:
           state, metrics = p_step(state, task.train_batch(step))
-          history.append(metrics)
-          step += 1
-          bar.update(1)
-          if step == start + 1:  # the first step compiles: time it apart from throughput
-            jax.block_until_ready(metrics)
-            writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
-            interval_start, t0 = step, time.perf_counter()
-          stopping = signals.requested(step, config.log_every_steps)
-          if is_due(step, config.log_every_steps, epoch_end) or stopping:
+          if metrics is None:  # stopped inside the step; its progress is in checkpoint_meta
+            partial = stopping = True
+          else:
+            history.append(metrics)
+            step += 1
+            bar.update(1)
+            if max_queued and len(history) > max_queued:
+              jax.block_until_ready(history[-1 - max_queued])
+            if step == start + 1:  # the first step compiles: time it apart from throughput
+              jax.block_until_ready(metrics)
+              writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
+              interval_start, t0 = step, time.perf_counter()
+            stopping = signals.requested(step, config.log_every_steps)
+          if (is_due(step, config.log_every_steps, epoch_end) or stopping) and history:
             train, bad = _summarize(history, skip)
             if bad is not None:
               _raise_non_finite(bad[1], bad[2], step - len(history) + bad[0] + 1, ckpt)
@@ -467,11 +511,12 @@ def run(task: Task, config, workdir: str, devices) -> dict:
               train[throughput] = ((step - interval_start) * task.units_per_step
                                    / (time.perf_counter() - t0))
             writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
+            ckpt.poll()  # a background save that failed stops the run now, naming its step
             bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
                              if k in (*task.progress_keys, throughput, "skipped")})
             result["train"] = train
             history, interval_start, t0 = [], step, time.perf_counter()
-          if is_due(step, config.get("sample_every_steps", 0), stop):
+          if not partial and is_due(step, config.get("sample_every_steps", 0), stop):
             task.periodic_outputs(state, step, writer)
           if stopping:
             break
@@ -490,7 +535,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
         if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
           saved = save(step)
       if stopping:
-        if step > saved:
+        if step > saved or partial:
           saved = save(step)
         ckpt.wait()
         name = signal.Signals(signals.received).name
@@ -505,9 +550,21 @@ def run(task: Task, config, workdir: str, devices) -> dict:
       print(f"{skipped_total} update(s) skipped for non-finite values "
             "(--config.on_nonfinite=skip)", flush=True)
     result["step"] = step
+  except BaseException:
+    _close_quietly(ckpt, writer)  # the error that stopped the run is the one to report
+    raise
+  try:
+    ckpt.close()
   finally:
-    try:
-      ckpt.close()
-    finally:
-      writer.close()
+    writer.close()
   return result
+
+
+def _close_quietly(*resources) -> None:
+  """Close each, while another error is on its way up: a failure here (the same full disk,
+  most likely) is a warning, not a replacement for the message that explains the stop."""
+  for resource in resources:
+    try:
+      resource.close()
+    except Exception as e:  # noqa: BLE001 - reported, and the original error follows
+      print(f"warning: while stopping: {e}", file=sys.stderr, flush=True)

@@ -253,7 +253,8 @@ def test_disk_full_while_saving_is_a_clear_error_and_keeps_the_previous_checkpoi
     return original(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
-  with pytest.raises(WorkdirError, match=r"step 6 .*No space left.*step 3\) is intact.*Free disk"):
+  with pytest.raises(WorkdirError,
+                     match=r"step 6 .*No space left.*checkpoint of step 3 is intact.*Free disk"):
     experiment.train_and_evaluate(tiny_config(image_folder, batch_size=12, num_epochs=2), workdir)
   monkeypatch.undo()
   state, step = final_state(workdir)

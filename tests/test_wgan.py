@@ -172,7 +172,7 @@ def test_gp_variant_and_four_devices_stay_in_sync(gan_folder, tmp_path):
 
 def test_bad_wgan_settings_are_clear_errors(gan_folder, tmp_path):
   from jaxgan.errors import ConfigError
-  with pytest.raises(ConfigError, match="multiple of 16"):
+  with pytest.raises(ConfigError, match="power of two"):
     experiment.train_and_evaluate(tiny_wgan_config(gan_folder, image_size=24), str(tmp_path / "a"))
   with pytest.raises(ConfigError, match="loss"):
     experiment.train_and_evaluate(tiny_wgan_config(gan_folder, loss="hinge"), str(tmp_path / "b"))
