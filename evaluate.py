@@ -8,6 +8,10 @@ Uses the config saved in the workdir and writes <workdir>/eval.json:
 - WGAN: --num_samples samples to samples.npz and a grid to samples.png;
 - CycleGAN: the test domains translated both ways: cycle and identity L1,
   translations.npz (uint8 fake_B of each test A, fake_A of each test B), eval.png.
+
+A workdir may come from someone else, so its config.json is read as data: the settings in
+it that would make this process write or load files elsewhere (xla_flags,
+compilation_cache, cache_dir) are not applied; give them here as flags instead.
 """
 
 from absl import app, flags, logging
@@ -27,6 +31,16 @@ _FEATURES = flags.DEFINE_string(
     "features", None, "Feature space of the GAN metrics: pixels (the default), "
     "darknet:<classifier workdir>, or inception:<pt_inception weights file> (FID comparable "
     "with published figures; see the README's Evaluating GANs).")
+_XLA_FLAGS = flags.DEFINE_string(
+    "xla_flags", "", "Extra XLA flags for this process, e.g. the ones the run was trained with "
+    "(never taken from the workdir's config.json, as some write files anywhere).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "Where compiled programs are kept across runs: '' for jaxgan's "
+    "own cache, 'none', or a folder (never taken from the workdir's config.json).")
+_CACHE_DIR = flags.DEFINE_string(
+    "cache_dir", None, "Where decoded dataset images are cached: jaxgan's own cache by "
+    "default ('none' if the run turned caching off), 'none', or a folder (never taken from "
+    "the workdir's config.json).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -69,15 +83,7 @@ def print_gan_report(r):
   print(f"samples in {r['samples']}, grids {r['grid']} and {r['memorisation_grid']}")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
-  from jaxgan.experiment import evaluate
-  with cli.user_errors():
-    result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
-                      eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
-                      features=_FEATURES.value, eval_subset=_SUBSET.value)
+def print_result(result):
   if "cycle_l1_A" in result:
     print(f"step {result['step']} on {result['dataset']} ({result['split']}: "
           f"{result['num_a']} A, {result['num_b']} B images)")
@@ -114,7 +120,25 @@ def main(argv):
         + f"loss {result['loss']:.4f}")
   for name, acc in result["per_class_accuracy"].items():
     print(f"  {name:>12s} {acc:.4f}")
-  print(f"written to {_WORKDIR.value}/eval.json")
+  if "not_written" not in result:
+    print(f"written to {_WORKDIR.value}/eval.json")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.ERROR)  # orbax chatter; our warnings go to stderr directly
+  from jaxgan.experiment import evaluate
+  with cli.user_errors():
+    result = evaluate(_WORKDIR.value, dataset=_DATASET.value, num_devices=_DEVICES.value,
+                      eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
+                      features=_FEATURES.value, eval_subset=_SUBSET.value,
+                      xla_flags=_XLA_FLAGS.value, compilation_cache=_COMPILATION_CACHE.value,
+                      cache_dir=_CACHE_DIR.value)
+  print_result(result)
+  if "not_written" in result:
+    print(f"not saved in {_WORKDIR.value}: {', '.join(result['not_written'])} (see the warnings "
+          "above); the results are the ones printed here")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ folder of same-sized photos runs at full speed and mixed sizes pay a compile
 for each new size (a few seconds); --resize N first scales each image's
 shorter side to N (e.g. 256, the training resolution; large photos need a lot
 of memory at full size), which also gives same-shaped inputs for square photos.
+
+Nothing is written outside --output, and never through a symbolic link: a link (or a
+folder) where an output goes is refused before any image is translated. A --workdir's
+xla_flags and compilation_cache are not applied (a shared workdir could name any folder);
+--xla_flags and --compilation_cache give this process's own.
 """
 
 from absl import app, flags, logging
@@ -31,6 +36,13 @@ _OUTPUT = flags.DEFINE_string("output", None, "Folder for the translated PNGs (c
 _DIRECTION = flags.DEFINE_string("direction", None, "With --workdir: AtoB (G_A, the default) "
                                  "or BtoA (G_B).")
 _RESIZE = flags.DEFINE_integer("resize", 0, "Scale the shorter side to this first (0: keep).")
+_XLA_FLAGS = flags.DEFINE_string(
+    "xla_flags", "", "Extra XLA flags for this process (never taken from the workdir's "
+    "config.json, as some write files anywhere).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "Where compiled programs are kept across runs: '' for jaxgan's "
+    "own cache (with --workdir; none with --weights), 'none', or a folder (never taken from "
+    "the workdir's config.json).")
 flags.mark_flags_as_required(["input", "output"])
 
 
@@ -41,7 +53,8 @@ def main(argv):
   from jaxgan.experiment import translate
   with cli.user_errors():
     result = translate(_INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value,
-                       weights=_WEIGHTS.value, direction=_DIRECTION.value, resize=_RESIZE.value)
+                       weights=_WEIGHTS.value, direction=_DIRECTION.value, resize=_RESIZE.value,
+                       xla_flags=_XLA_FLAGS.value, compilation_cache=_COMPILATION_CACHE.value)
   how = (f"{result['direction']}, checkpoint step {result['step']}" if result["step"] is not None
          else f"weights {result['source']}")
   print(f"{result['written']} translated ({how}) into {result['output_dir']}")

@@ -406,16 +406,27 @@ def summarize_counts(c: dict) -> dict:
 
 
 def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
-                     eval_batch_size: int | None = None, eval_subset: int = -1) -> dict:
+                     eval_batch_size: int | None = None, eval_subset: int = -1,
+                     cache_dir: str | None = None) -> dict:
   """Restore the latest checkpoint of a classifier workdir and evaluate it on
   `devices`, on the first `eval_subset` test images (-1: all).
 
   Writes and returns `<workdir>/eval.json`: test accuracy with and without
-  flip TTA, loss, and per-class accuracy.
+  flip TTA, loss, and per-class accuracy (with "not_written" if it could not
+  be saved). `cache_dir`: where decoded images are cached (`for_reader`).
   """
+  from jaxgan.errors import WorkdirError
+  from jaxgan.experiment import for_reader
+  from jaxgan.images import save_outputs
   from jaxgan.loop import restore_latest
 
   def build(config, meta):
+    if "data_stats" not in meta:  # every classifier checkpoint has them
+      raise WorkdirError(f"the checkpoints in {workdir}/checkpoints hold no input statistics "
+                         "(data_stats), which every classifier run saves: they come from "
+                         "another kind of run than its config.json describes. Evaluate the "
+                         "workdir train.py wrote, or restore its config.json.")
+    for_reader(config, cache_dir)
     with config.unlocked():
       if dataset:
         config.dataset = dataset
@@ -438,6 +449,8 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
       "num_params": count_params(state.params),
   }
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    text = json.dumps(result, indent=2).encode()
+    not_written = save_outputs(workdir, {"eval.json": lambda f: f.write(text)})
+    if not_written:
+      result["not_written"] = not_written
   return result

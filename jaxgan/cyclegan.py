@@ -343,7 +343,8 @@ class CycleGANTask(Task):
 
 
 def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
-                     features: str | None = None, batch_size: int | None = None) -> dict:
+                     features: str | None = None, batch_size: int | None = None,
+                     cache_dir: str | None = None) -> dict:
   """Translate the test domains both ways with the latest checkpoint.
 
   Writes `<workdir>/eval.json` (mean L1 of the cycle reconstructions and of
@@ -355,14 +356,17 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   assigned to the target domain (with a domain classifier, also its accuracy
   on the real test images)), `translations.npz` (uint8 fake_B of every test
   A, fake_A of every test B) and `eval.png` (real / fake / reconstruction
-  grids).
+  grids); files that cannot be saved are listed under "not_written". Decoded
+  images are cached in `cache_dir` (`for_reader`).
   """
+  from jaxgan.experiment import for_reader
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import translation_report
-  from jaxgan.images import save_png
+  from jaxgan.images import png_writer, save_outputs
   from jaxgan.loop import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+  for_reader(config, cache_dir)
   eval_config = config.copy_and_resolve_references()
   if dataset:
     eval_config.dataset = dataset
@@ -410,10 +414,13 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
             "translations": os.path.join(workdir, "translations.npz"),
             "grid": os.path.join(workdir, "eval.png"), **metrics}
   if jax.process_index() == 0:
-    np.savez_compressed(result["translations"], fake_b=fake_b, fake_a=fake_a)
-    save_png(result["grid"], task.cycle_grid(state, real_a[:8], real_b[:8]))
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    text = json.dumps(result, indent=2).encode()
+    not_written = save_outputs(workdir, {
+        "translations.npz": lambda f: np.savez_compressed(f, fake_b=fake_b, fake_a=fake_a),
+        "eval.png": png_writer(task.cycle_grid(state, real_a[:8], real_b[:8])),
+        "eval.json": lambda f: f.write(text)})
+    if not_written:
+      result["not_written"] = not_written
   return result
 
 
@@ -432,17 +439,26 @@ def _within(path: str, folder: str) -> bool:
 
 def _output_names(names: list[str]) -> dict[str, str]:
   """Each input's PNG name: `x.jpg` -> `x.png`, or `x.jpg.png` where another input (`x.png`,
-  `X.JPEG` on a file system that ignores case) would get the same name."""
+  `X.JPEG` on a file system that ignores case) would get the same name, or where an input
+  folder has that name (`x.png/y.jpg`, whose output folder is `x.png/`)."""
+  folders = set()  # every output folder, as a file name would claim it
+  for name in names:
+    while (name := os.path.dirname(name)):
+      folders.add(name.casefold())
   full = set()  # inputs that keep their extension
   while True:
     outputs = {n: (n if n in full else os.path.splitext(n)[0]) + ".png" for n in names}
     claims = collections.defaultdict(list)
     for name, out in outputs.items():
       claims[out.casefold()].append(name)
-    clashing = {n for group in claims.values() if len(group) > 1 for n in group}
+    on_folders = {n for n, out in outputs.items() if out.casefold() in folders}
+    clashing = {n for group in claims.values() if len(group) > 1 for n in group} | on_folders
     if not clashing:
       return outputs
     if clashing <= full:
+      if on_folders:
+        raise DatasetError(f"the translation of the input file {sorted(on_folders)[0]!r} would "
+                           "have the name of an input folder; rename one of them.")
       raise DatasetError(f"input files {sorted(clashing)[:4]} differ only in case, so their "
                          "translations would overwrite each other; rename them.")
     full |= clashing
@@ -501,11 +517,13 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   output has its input's size (after `resize`, which scales the shorter side,
   if > 0). The generator compiles once per distinct (padded) image size.
   Subfolders are mirrored; unreadable files are skipped and listed; no output
-  may overwrite an input.
+  may overwrite an input, and none is written through a symbolic link or outside
+  `output_dir` (a link or a folder where an output goes is refused up front).
   """
   from PIL import Image
-  from jaxgan.data.folder import to_rgb
-  from jaxgan.images import save_png
+  from jaxgan.data.folder import (MAX_IMAGE_PIXELS, SkippedFile, check_pixels, load_image,
+                                  read_image_file)
+  from jaxgan.images import check_output_paths, png_writer, write_file
   from jaxgan.loop import restore_latest
   from jaxgan.writers import progress_bar
   if (workdir is None) == (weights is None):
@@ -518,7 +536,15 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   input_dir, output_dir = os.path.expanduser(input_dir), os.path.expanduser(output_dir)
   single = os.path.isfile(input_dir)
   root, names = _translation_inputs(input_dir)
-  outputs = {n: os.path.join(output_dir, out) for n, out in _output_names(names).items()}
+  relative = _output_names(names)
+  outputs = {n: os.path.join(output_dir, out) for n, out in relative.items()}
+  # A link or a folder planted where an output goes is refused before any work is done
+  # (write_file refuses it again, should one appear meanwhile).
+  try:
+    check_output_paths(output_dir, list(relative.values()))
+  except OSError as e:  # e.g. a folder that cannot be read
+    raise WorkdirError(f"cannot use --output {output_dir!r}: {e.strerror or e}. Pick a folder "
+                       "you can write to.") from None
   if single:
     if os.path.realpath(outputs[names[0]]) == os.path.realpath(input_dir):
       raise ConfigError(f"--output {output_dir!r} would overwrite the input image {input_dir!r} "
@@ -548,23 +574,27 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   bar = progress_bar(len(names), "translating" if weights else f"translating {direction}",
                      enabled=progress, unit="image")
   for name in names:
-    try:
-      with Image.open(os.path.join(root, name)) as img:
-        img.load()
-        img = to_rgb(img)
-        if resize:
-          scale = resize / min(img.size)
-          img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
-                           Image.BICUBIC)
-        image = np.asarray(img, np.uint8)
-    except Exception as e:  # corrupt or not an image: reported, not fatal
-      skipped.append(f"{name} ({type(e).__name__})")
+    try:  # regular files only, within the size limits: a FIFO or a link to /dev/zero is skipped
+      img = load_image(read_image_file(os.path.join(root, name)))
+      if resize:
+        scale = resize / min(img.size)
+        size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+        check_pixels(*size, MAX_IMAGE_PIXELS, "resized, it would have")
+        img = img.resize(size, Image.BICUBIC)
+      image = np.asarray(img, np.uint8)
+    except Exception as e:  # corrupt, not an image, too large or not a file: reported, not fatal
+      skipped.append(f"{name} ({e if isinstance(e, SkippedFile) else type(e).__name__})")
       bar.update(1)
       continue
     h, w = image.shape[:2]
     out = translate_images(generator, params, _pad_to_multiple(image)[None])[0, :h, :w]
     path = outputs[name]
-    save_png(path, out)
+    try:
+      write_file(output_dir, relative[name], png_writer(out))
+    except OSError as e:
+      raise WorkdirError(f"cannot write {path} ({e.strerror or e}); the {len(written)} "
+                         "translations before it are written. Free disk space (or fix the "
+                         "permissions) and run again.") from None
     written.append(path)
     bar.update(1)
   bar.close()

@@ -260,12 +260,28 @@ class WGANTask(Task):
       raise ConfigError(f"--config.critic_loop={mode!r}: use auto, scan or dispatch")
     return mode
 
+  # Critic updates of the current generator iteration done before a stop (see
+  # Task.stop_requested); saved in the checkpoint's metadata and resumed from.
+  critic_steps_done = 0
+
+  def checkpoint_meta(self):
+    return {"critic_steps_done": self.critic_steps_done} if self.critic_steps_done else {}
+
+  def resume_within_step(self, meta):
+    self.critic_steps_done = int(meta.get("critic_steps_done", 0))
+
   def compile_step(self, devices):
     """`scan`: one program per generator iteration. `dispatch`: one compiled call per
-    critic step, queued without waiting (the data is on the devices either way).
-    Both give the same result for the same seed."""
-    if self.critic_loop() == "scan":
-      return super().compile_step(devices)
+    critic step, a stop request is served between them (a CPU spends minutes in a warm-up
+    iteration's 100 critic steps). Both give the same result for the same seed."""
+    dispatch = self._dispatch_step(devices)
+    if self.critic_loop() == "dispatch":
+      return dispatch
+    scan = super().compile_step(devices)
+    # A run stopped inside an iteration on the dispatch path finishes that one there.
+    return lambda state, batch: (dispatch if self.critic_steps_done else scan)(state, batch)
+
+  def _dispatch_step(self, devices):
 
     guard = skip_nonfinite if skips_nonfinite(self.config) else lambda old, new, m: (new, m)
 
@@ -286,10 +302,16 @@ class WGANTask(Task):
       n = batch["index"].shape[1]
       while len(ks) < n:
         ks.append(parallel.replicate(np.int32(len(ks)), devices))
-      skipped = 0.0
-      for k in range(n):
+      skipped, first = 0.0, self.critic_steps_done
+      for k in range(first, n):
+        if k > first and self.stop_requested():
+          self.critic_steps_done = k
+          return state, None
+        if k - first >= 2:  # at most two queued: a stop waits for one critic step, not all
+          jax.block_until_ready(metrics)
         state, metrics = p_critic(state, batch, ks[k])
         skipped = skipped + metrics.pop("skipped", 0.0)
+      self.critic_steps_done = 0
       state, g_metrics = p_generator(state, batch)
       if "skipped" in g_metrics:  # an iteration counts as skipped if any of its updates was
         g_metrics["skipped"] = jnp.minimum(1.0, g_metrics["skipped"] + skipped)
@@ -322,7 +344,7 @@ class WGANTask(Task):
 def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
                      dataset: str | None = None, features: str | None = None,
                      batch_size: int | None = None, held_out_split: str | None = None,
-                     max_train: int = 10000) -> dict:
+                     max_train: int = 10000, cache_dir: str | None = None) -> dict:
   """Sample a trained WGAN and measure the samples.
 
   Writes `<workdir>/samples.npz` (uint8), `samples.png` (grid), `eval.json`
@@ -330,14 +352,17 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
   beside it). Metrics (`jaxgan.gan_metrics.unconditional_report`) use the
   feature space `features` (default: pixels) against the held-out split
   (`test` unless given) and up to `max_train` training images of `dataset`
-  (default: the training run's).
+  (default: the training run's); decoded images are cached in `cache_dir`
+  (`for_reader`). Files that cannot be saved are listed under "not_written".
   """
+  from jaxgan.experiment import for_reader
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import unconditional_report
-  from jaxgan.images import save_png
+  from jaxgan.images import png_writer, save_outputs
   from jaxgan.loop import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: WGANTask(config, devices, train=False))
+  for_reader(config, cache_dir)
   if dataset:
     config = config.copy_and_resolve_references()
     config.dataset = dataset
@@ -362,9 +387,11 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
             "grid": os.path.join(workdir, "samples.png"),
             "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
   if jax.process_index() == 0:
-    np.savez_compressed(result["samples"], images=samples)
-    save_png(result["grid"], make_grid(samples[:64]))
-    save_png(result["memorisation_grid"], pairs)
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    text = json.dumps(result, indent=2).encode()
+    not_written = save_outputs(workdir, {
+        "samples.npz": lambda f: np.savez_compressed(f, images=samples),
+        "samples.png": png_writer(make_grid(samples[:64])),
+        "memorisation.png": png_writer(pairs), "eval.json": lambda f: f.write(text)})
+    if not_written:
+      result["not_written"] = not_written
   return result

@@ -302,12 +302,13 @@ def test_a_rerun_loads_its_compiled_programs_from_the_cache(
     assert jax.config.jax_compilation_cache_max_size == parallel.COMPILATION_CACHE_MAX_BYTES
     for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
       np.testing.assert_array_equal(a, b)
-    # evaluate.py uses the cache its run was trained with.
+    # evaluate.py loads the run's programs from its cache when told where it is (never from
+    # the workdir's config.json: tests/test_untrusted.py).
     jax.config.update("jax_compilation_cache_dir", None)
     cc.reset_cache()
     jax.clear_caches()
     hits.clear()
-    experiment.evaluate(str(tmp_path / "first"))
+    experiment.evaluate(str(tmp_path / "first"), compilation_cache=str(cache))
     assert jax.config.jax_compilation_cache_dir == str(cache) and hits
   finally:
     jax.monitoring.unregister_event_listener(listener)
