@@ -159,10 +159,7 @@ class ClassifierTask(Task):
   """Darknet / Wide-ResNet training on a device-resident dataset."""
 
   def __init__(self, config, devices, train: bool = True, stats: dict | None = None):
-    self.config = config
-    self.devices = list(devices)
-    self.num_local = len(self.devices)
-    self.num_global = self.num_local * jax.process_count()
+    super().__init__(config, devices)
     splits = [config.train_split, config.eval_split] if train else [config.eval_split]
     data = load_classification_data(config, splits)
     self.class_names = data.class_names
@@ -180,25 +177,13 @@ class ClassifierTask(Task):
     self.dtype = compute_dtype(config.dtype)
     self.model = build_model(config.model, self.num_classes, self.dtype, parallel.AXIS)
 
-    self.local_batch = config.batch_size // jax.process_count()
-    self.device_batch = self.local_batch // self.num_local
     self.units_per_step = config.batch_size
     self.num_epochs = math.ceil(config.num_epochs)
     self.steps_per_epoch = 1
     self.whiten_images = None
     if train:
       n_train = len(data.images(config.train_split))
-      # Every process must run the same number of steps (each is a collective), and the
-      # shares of a split can differ by an image: the smallest share decides.
-      fewest = parallel.process_min(n_train)
-      self.steps_per_epoch = fewest // self.local_batch
-      if self.steps_per_epoch == 0:
-        if jax.process_count() == 1:
-          where = f"is larger than the {fewest} training images this process has"
-        else:
-          where = (f"({self.local_batch} per host) is larger than the {fewest} training "
-                   "images of the smallest host's share")
-        raise ConfigError(f"--config.batch_size={config.batch_size} {where}; lower it.")
+      self.steps_per_epoch = self.layout.steps_per_epoch(n_train, "training images")
       self.train_data = parallel.replicate({"images": data.images(config.train_split),
                                             "labels": data.labels(config.train_split)},
                                            self.devices)
@@ -232,17 +217,21 @@ class ClassifierTask(Task):
     shard) so every host builds the same filters."""
     if self.whiten_images is None or not hasattr(self.model, "patch_moment"):
       return None
-    if not hasattr(self, "_moment_fn"):
-      self._moment_fn = jax.jit(lambda x: self.model.patch_moment(
-          augment.normalize(x, self.mean, self.std)))
     moment = self._moment_fn(self.whiten_images)
     n = len(self.whiten_images)
     total = parallel.process_allgather_sum(np.asarray(moment, np.float64) * n)
     return total / parallel.process_allgather_sum(np.asarray(n, np.float64))
 
+  # Compiled once per task: later seeds (benchmarks.time_to_accuracy) reuse them.
+  @functools.cached_property
+  def _moment_fn(self):
+    return jax.jit(lambda x: self.model.patch_moment(augment.normalize(x, self.mean, self.std)))
+
+  @functools.cached_property
+  def _init_fn(self):
+    return jax.jit(self._fresh_variables)
+
   def init_state(self, rng):
-    if not hasattr(self, "_init_fn"):  # compiled once: later seeds (time_to_accuracy) reuse it
-      self._init_fn = jax.jit(self._fresh_variables)
     moment = self._whiten_moment()  # on the devices, which hold the images
     with parallel.on_host():
       init_rng, rng = jax.random.split(rng)
@@ -269,15 +258,13 @@ class ClassifierTask(Task):
   def epoch_order(self, epoch: int) -> np.ndarray:
     """This process's example order for `epoch`: (steps, local batch) indices."""
     perm = epoch_permutation(self.config.seed, epoch, self.n_train)
-    perm = perm[:self.steps_per_epoch * self.local_batch]
-    return perm.reshape(self.steps_per_epoch, self.local_batch).astype(np.int32)
+    perm = perm[:self.steps_per_epoch * self.layout.local_batch]
+    return perm.reshape(self.steps_per_epoch, self.layout.local_batch).astype(np.int32)
 
   def train_batch(self, step):
     epoch = step // self.steps_per_epoch
     if self._epoch_inputs[0] != (self.config.seed, epoch):  # a new run may reuse the task
-      order = self.epoch_order(epoch)  # (steps, devices * per-device batch)
-      order = order.reshape(self.steps_per_epoch, self.num_local, self.device_batch)
-      order = parallel.put_per_device(order.transpose(1, 0, 2), self.devices)
+      order = self.layout.per_device(self.epoch_order(epoch))  # (devices, steps, batch)
       self._epoch_inputs = ((self.config.seed, epoch), {"data": self.train_data, "order": order})
     return self._epoch_inputs[1]
 
@@ -295,11 +282,9 @@ class ClassifierTask(Task):
     labels = batch["data"]["labels"][index]
     aug = config.augment
     alternate = aug.flip and aug.get("alternate_flip", False)
-    offsets, flips = augment.draw_crop_flip(rng, self.device_batch * self.num_global,
-                                            2 * aug.pad, aug.flip and not alternate)
-    me = parallel.index()
-    offsets = augment.take_device_rows(offsets, me, self.device_batch)
-    flips = augment.take_device_rows(flips, me, self.device_batch)
+    offsets, flips = augment.draw_device_crop_flip(
+        rng, self.layout.device_batch, self.layout.num_global, parallel.index(), 2 * aug.pad,
+        aug.flip and not alternate)
     if alternate:
       flips = self.alternating_flips(jax.random.fold_in(state.rng, 0xF11B), index, state.step)
     x = augment.normalize(augment.crop_flip(images, offsets, flips, aug.pad, aug.pad_mode),
@@ -331,9 +316,9 @@ class ClassifierTask(Task):
   # ---- evaluation --------------------------------------------------------
   def _set_up_eval(self, images, labels):
     n = len(images)
-    per_device = max(1, min(self.config.eval_batch_size // self.num_global,
-                            -(-n // self.num_local)))
-    per_process = per_device * self.num_local
+    per_device = max(1, min(self.config.eval_batch_size // self.layout.num_global,
+                            -(-n // self.layout.num_local)))
+    per_process = per_device * self.layout.num_local
     local_steps = -(-n // per_process)
     steps = parallel.process_max(local_steps)  # every process runs as many pmap calls
     padded = steps * per_process
@@ -341,13 +326,12 @@ class ClassifierTask(Task):
     index[:n] = np.arange(n)
     mask = np.zeros(padded, np.float32)
     mask[:n] = 1
-    # (steps, devices, per_device) -> device-major for sharding.
-    per_device_major = lambda x: x.reshape(steps, self.num_local, per_device).transpose(1, 0, 2)
+    eval_layout = parallel.BatchLayout(self.devices, per_process * jax.process_count())
     self.eval_steps = steps
     self.eval_inputs = {
         "data": parallel.replicate({"images": images, "labels": labels}, self.devices),
-        "index": parallel.put_per_device(per_device_major(index), self.devices),
-        "mask": parallel.put_per_device(per_device_major(mask), self.devices),
+        "index": eval_layout.per_device(index.reshape(steps, per_process)),
+        "mask": eval_layout.per_device(mask.reshape(steps, per_process)),
     }
 
   def eval_step(self, state, inputs, i):

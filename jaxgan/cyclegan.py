@@ -126,12 +126,7 @@ class CycleGANTask(Task):
 
   def __init__(self, config, devices, train: bool = True):
     validate(config)
-    self.config = config
-    self.devices = list(devices)
-    self.num_local = len(self.devices)
-    self.num_global = self.num_local * jax.process_count()
-    self.local_batch = config.batch_size // jax.process_count()
-    self.device_batch = self.local_batch // self.num_local
+    super().__init__(config, devices)
     dtype = compute_dtype(config.dtype)
     m = config.model
     self.generator = ResnetGenerator(m.ngf, m.n_blocks, 3, dtype=dtype)
@@ -142,12 +137,8 @@ class CycleGANTask(Task):
     if train:
       a, b = load_domains(config, config.train_splits)
       self.num_a, self.num_b = len(a), len(b)
-      # Every process must run the same number of steps: the smallest share decides.
-      longest = parallel.process_min(max(self.num_a, self.num_b))
-      self.steps_per_epoch = longest // self.local_batch
-      if self.steps_per_epoch == 0:
-        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
-                          f"{longest} images of the larger domain; lower it.")
+      self.steps_per_epoch = self.layout.steps_per_epoch(max(self.num_a, self.num_b),
+                                                         "images of the larger domain")
       self.grid_a = self._centre(a[:config.num_grid_samples])
       self.grid_b = self._centre(b[:config.num_grid_samples])
       self.images = parallel.replicate({"a": a, "b": b}, self.devices)
@@ -167,18 +158,18 @@ class CycleGANTask(Task):
     return images[:, o:o + self.config.image_size, o:o + self.config.image_size]
 
   # ---- state -------------------------------------------------------------
-  def init_state(self, rng):
-    size = self.config.image_size
-
+  @functools.cached_property
+  def _init_fn(self):  # compiled once per task
     def init(keys):
-      x = jnp.zeros((1, size, size, 3))
+      x = jnp.zeros((1, self.config.image_size, self.config.image_size, 3))
       g = {name: self.generator.init(k, x)["params"] for name, k in zip(("G_A", "G_B"), keys)}
       d = {name: self.discriminator.init(k, x)["params"]
            for name, k in zip(("D_A", "D_B"), keys[2:])}
       return g, d
+    return jax.jit(init)
 
-    if not hasattr(self, "_init_fn"):  # compiled once per task
-      self._init_fn = jax.jit(init)
+  def init_state(self, rng):
+    size = self.config.image_size
     with parallel.on_host():
       keys = jax.random.split(rng, 5)
       g, d = self._init_fn(keys)
@@ -202,7 +193,7 @@ class CycleGANTask(Task):
     """The reference's unaligned pairing: A in a shuffled order (wrapping round when A
     is the smaller domain), B drawn at random; a function of (seed, epoch) alone."""
     if epoch not in self._pairs:
-      n = self.steps_per_epoch * self.local_batch
+      n = self.steps_per_epoch * self.layout.local_batch
       order = epoch_permutation(self.config.seed, epoch, max(self.num_a, self.num_b))[:n]
       rng = np.random.default_rng([self.config.seed, epoch, jax.process_index(), 1])
       self._pairs = {epoch: (order % self.num_a, rng.integers(0, self.num_b, n))}
@@ -211,19 +202,16 @@ class CycleGANTask(Task):
   def train_batch(self, step):
     epoch, pos = divmod(step, self.steps_per_epoch)
     a, b = self._epoch_pairs(epoch)
-    rows = slice(pos * self.local_batch, (pos + 1) * self.local_batch)
+    rows = slice(pos * self.layout.local_batch, (pos + 1) * self.layout.local_batch)
     index = np.stack([a[rows], b[rows]]).astype(np.int32)
-    index = index.reshape(2, self.num_local, self.device_batch).transpose(1, 0, 2)
-    return {"images": self.images, "index": parallel.put_per_device(index, self.devices)}
+    return {"images": self.images, "index": self.layout.per_device(index)}
 
   def _augment(self, images, index, key):
     """Random image_size crop and flip of stored load_size images, scaled to [-1, 1]."""
     c = self.config
-    offsets, flips = augment.draw_crop_flip(key, self.device_batch * self.num_global,
-                                            c.load_size - c.image_size, c.flip)
-    me = parallel.index()
-    offsets = augment.take_device_rows(offsets, me, self.device_batch)
-    flips = augment.take_device_rows(flips, me, self.device_batch)
+    offsets, flips = augment.draw_device_crop_flip(
+        key, self.layout.device_batch, self.layout.num_global, parallel.index(),
+        c.load_size - c.image_size, c.flip)
     return from_uint8(augment.crop_flip(images[index], offsets, flips, size=c.image_size))
 
   # ---- training ----------------------------------------------------------

@@ -60,6 +60,11 @@ class Task:
   progress_keys: tuple = ("loss", "accuracy")
   donate_state: bool = True
 
+  def __init__(self, config, devices):
+    self.config = config
+    self.layout = parallel.BatchLayout(devices, config.batch_size)
+    self.devices = self.layout.devices
+
   @property
   def total_steps(self) -> int:
     """Steps of the whole run (a task with fractional epochs overrides it)."""

@@ -330,3 +330,37 @@ def differing_processes(value: str) -> list[int]:
   digest = np.frombuffer(hashlib.sha256(value.encode()).digest()[:8], np.uint32)
   digests = np.asarray(multihost_utils.process_allgather(digest))
   return [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+
+
+class BatchLayout:
+  """Who holds which examples of a step: this process's devices, the global, per-process
+  and per-device batch sizes, and the device-major layout of an index array."""
+
+  def __init__(self, devices: Sequence, global_batch: int):
+    self.devices = list(devices)
+    self.num_local = len(self.devices)
+    self.num_global = self.num_local * jax.process_count()
+    self.global_batch = global_batch
+    self.local_batch = global_batch // jax.process_count()
+    self.device_batch = self.local_batch // self.num_local
+
+  def steps_per_epoch(self, count: int, what: str, agree: bool = True) -> int:
+    """Full local batches in `count` examples of this process. With `agree`, every process
+    gets the same number (each step is a collective, and shares can differ by an image):
+    the smallest share decides."""
+    fewest = process_min(count) if agree else count
+    steps = fewest // self.local_batch
+    if steps == 0:
+      if jax.process_count() == 1:
+        where = f"is larger than the {fewest} {what} this process has"
+      else:
+        where = (f"({self.local_batch} per host) is larger than the {fewest} {what} of the "
+                 "smallest host's share")
+      raise ConfigError(f"--config.batch_size={self.global_batch} {where}; lower it.")
+    return steps
+
+  def per_device(self, index: np.ndarray) -> jax.Array:
+    """Host indices whose last axis is the local batch, (..., local), split over the local
+    devices as (devices, ..., per-device batch) and placed on them."""
+    split = index.reshape(*index.shape[:-1], self.num_local, self.device_batch)
+    return put_per_device(np.moveaxis(split, -2, 0), self.devices)

@@ -17,6 +17,7 @@ passes, as in the reference. Samples are drawn with the generator in
 training mode too (batch statistics of the sample batch), as the reference
 draws its grids.
 """
+import functools
 import json
 import os
 from typing import Any
@@ -106,9 +107,7 @@ class WGANTask(Task):
     for field in ("critic_iters", "critic_iters_boost", "critic_boost_every"):
       if config[field] < 1:
         raise ConfigError(f"--config.{field} must be >= 1, got {config[field]}")
-    self.config = config
-    self.devices = list(devices)
-    self.num_local = len(self.devices)
+    super().__init__(config, devices)
     self.gp = config.loss == "wgan_gp"
     dtype = compute_dtype(config.dtype)
     m = config.model
@@ -118,8 +117,6 @@ class WGANTask(Task):
     self.critic = DCGANCritic(config.image_size, 3, m.ndf, m.n_extra_layers,
                               batch_norm=not self.gp, axis_name=parallel.AXIS, dtype=dtype)
     self.g_tx, self.d_tx = make_optimizers(config)
-    self.local_batch = config.batch_size // jax.process_count()
-    self.device_batch = self.local_batch // self.num_local
     self.steps_per_epoch = config.iters_per_epoch
     self.num_epochs = config.num_epochs
     self.fixed_noise = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
@@ -129,24 +126,23 @@ class WGANTask(Task):
     if train:
       images = load_gan_images(config)
       self.num_images = len(images)
-      self.batches_per_epoch = len(images) // self.local_batch
-      if self.batches_per_epoch == 0:
-        raise ConfigError(f"--config.batch_size={config.batch_size} is larger than the "
-                          f"{len(images)} training images this process has; lower it.")
+      # Batches of this process's own images: a data position, not a count of collectives.
+      self.batches_per_epoch = self.layout.steps_per_epoch(len(images), "training images",
+                                                           agree=False)
       self.images = parallel.replicate(images, self.devices)
       self._orders = {}
 
   # ---- state -------------------------------------------------------------
-  def init_state(self, rng):
-    size = self.config.image_size
-
+  @functools.cached_property
+  def _init_fn(self):  # compiled once per task
     def init(kg, kd):
+      size = self.config.image_size
       g = self.generator.init(kg, jnp.zeros((2, self.nz)), train=False)
       d = self.critic.init(kd, jnp.zeros((2, size, size, 3)), train=False)
       return g, d
+    return jax.jit(init)
 
-    if not hasattr(self, "_init_fn"):  # compiled once per task
-      self._init_fn = jax.jit(init)
+  def init_state(self, rng):
     with parallel.on_host():
       kg, kd, rng = jax.random.split(rng, 3)
       g, d = self._init_fn(kg, kd)
@@ -174,10 +170,10 @@ class WGANTask(Task):
     rows = []
     for k in range(first, first + n_critic(step, self.config)):
       epoch, pos = divmod(k, self.batches_per_epoch)
-      rows.append(self._order(epoch)[pos * self.local_batch:(pos + 1) * self.local_batch])
+      batch = self.layout.local_batch
+      rows.append(self._order(epoch)[pos * batch:(pos + 1) * batch])
     index = np.stack(rows).astype(np.int32)  # (n_critic, local batch)
-    index = index.reshape(len(rows), self.num_local, self.device_batch).transpose(1, 0, 2)
-    return {"images": self.images, "index": parallel.put_per_device(index, self.devices)}
+    return {"images": self.images, "index": self.layout.per_device(index)}
 
   # ---- training ----------------------------------------------------------
   def _critic_fn(self, params, stats):

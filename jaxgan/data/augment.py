@@ -72,3 +72,12 @@ def crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array, pad: int 
 def take_device_rows(x: jax.Array, device_index, rows: int) -> jax.Array:
   """Rows [i*rows, (i+1)*rows) of a globally drawn array, for device i."""
   return jax.lax.dynamic_slice_in_dim(x, device_index * rows, rows, axis=0)
+
+
+def draw_device_crop_flip(rng: jax.Array, device_batch: int, num_devices: int,
+                          device_index, max_offset: int, flip: bool = True):
+  """This device's rows of `draw_crop_flip` for the whole global batch (inside pmap): the
+  draws do not depend on how many devices share the batch."""
+  offsets, flips = draw_crop_flip(rng, device_batch * num_devices, max_offset, flip)
+  return (take_device_rows(offsets, device_index, device_batch),
+          take_device_rows(flips, device_index, device_batch))
