@@ -1,10 +1,10 @@
 """Check jaxgan's FID InceptionV3 against pytorch-fid's own model, layer for layer.
 
     # in an environment with torch + torchvision, and a pytorch-fid checkout:
-    python benchmarks/check_inception_against_pytorch_fid.py --write_reference /tmp/incref \
+    python -m benchmarks.check_inception_against_pytorch_fid --write_reference /tmp/incref \
         --pytorch_fid_inception path/to/pytorch-fid/src/pytorch_fid/inception.py
     # in jaxgan's environment:
-    python benchmarks/check_inception_against_pytorch_fid.py --check /tmp/incref
+    python -m benchmarks.check_inception_against_pytorch_fid --check /tmp/incref
 
 Step 1 builds pytorch-fid's FID network (torchvision Inception3 with the FID
 blocks patched in, exactly as `fid_inception_v3()` does, without downloading)
@@ -18,11 +18,11 @@ import argparse
 import collections
 import importlib.util
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The two steps run in different environments: step 1 needs torch (and no JAX), step 2 JAX
+# (and no torch). Each imports its framework inside its own function.
 
 
 def write_reference(out_dir, inception_py):

@@ -1,6 +1,6 @@
 """Side by side: jaxgan rows of train_throughput.py runs that differ in XLA flags or --set.
 
-    python benchmarks/compare_runs.py gpu_out/flags0_cyclegan.json gpu_out/flags1_cyclegan.json \
+    python -m benchmarks.compare_runs gpu_out/flags0_cyclegan.json gpu_out/flags1_cyclegan.json \
         gpu_out/stack0_cyclegan.json
 
 For each (preset, batch size, dtype) the first file's row is the baseline. Each row prints

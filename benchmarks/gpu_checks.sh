@@ -31,13 +31,13 @@
 #               jaxgan timed to the twin's final accuracy                       (~4 min)
 #   darknet_compile   the Darknet recipe's PyTorch twin under torch.compile (the eager twin
 #               ran 4.6 s an epoch at batch 256, jaxgan 1.4 s)                  (~3 min)
-#   profile     where the step's time goes (benchmarks/profile_step.py): darknet at batch 256
+#   profile     where the step's time goes (benchmarks.profile_step): darknet at batch 256
 #               (2026-11-27: 78 command buffers a step, profiled before the steps settled) (~1.5 min)
 #   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
 #   ab          jaxgan's step before session 7 (.baseline/, commit 7b88581) and now, on the same
 #               machine: darknet 512 and cyclegan 1, bfloat16, no PyTorch. Session 7 cut the
 #               kernels per step by 28% and 44% but raised the host launches (graphs split;
-#               benchmarks/gpu_kernels.py); session 8 stored conv kernels (out, kh, kw, in)
+#               benchmarks.gpu_kernels); session 8 stored conv kernels (out, kh, kw, in)
 #               and donates every state again: this measures what all that moved (~5 min)
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under two XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
@@ -89,7 +89,7 @@ jnp.ones((3, 3, 3, 8)), (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC
   timeout 120 python3 -c "import torch; d = 'cuda' if torch.cuda.is_available() else 'cpu'; \
 print('torch', torch.__version__, d, float(torch.nn.functional.conv2d(torch.ones(8, 3, 32, 32, \
 device=d), torch.ones(8, 3, 3, 3, device=d), padding=1).sum()))" 2>&1 | tail -1 | tee -a "$LOG"
-  # train_throughput.py runs both frameworks in one process: check that they coexist.
+  # train_throughput runs both frameworks in one process: check that they coexist.
   timeout 120 python3 -c "import jax, jax.numpy as jnp, torch; \
 d = 'cuda' if torch.cuda.is_available() else 'cpu'; a = float((jnp.ones((256, 256)) @ \
 jnp.ones((256, 256))).sum()); b = float(torch.nn.functional.conv2d(torch.ones(8, 3, 32, 32, \
@@ -103,10 +103,10 @@ capped() {  # seconds wanted -> seconds granted before DEADLINE (0: skip)
   (( t >= 60 )) && echo "$t" || echo 0
 }
 
-bench() {  # seconds, a benchmarks/ script's name, then its flags
+bench() {  # seconds, a benchmarks/ module's name, then its flags
   local t; t=$(capped "$1")
   (( t )) || { echo "skipped (deadline): $2 ${*:3}" | tee -a "$LOG"; return; }
-  timeout "$t" python3 "benchmarks/$2.py" "${@:3}" 2>&1 | grep --line-buffered -v "^[IW][0-9]" \
+  timeout "$t" python3 -m "benchmarks.$2" "${@:3}" 2>&1 | grep --line-buffered -v "^[IW][0-9]" \
     | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   (( rc == 124 )) && echo "timed out after $t s: $2 ${*:3}" | tee -a "$LOG"
@@ -114,7 +114,8 @@ bench() {  # seconds, a benchmarks/ script's name, then its flags
 }
 tta() { bench "$1" time_to_accuracy "${@:2}" ${EXTRA_FLAGS:-}; }
 tp() { bench "$1" train_throughput "${@:2}"; }
-baseline_tp() {  # train_throughput.py of the code before session 7, from .baseline/
+baseline_tp() {  # train_throughput of the code before session 7, from .baseline/ (run the
+  # same way: python -m benchmarks.train_throughput from there, a namespace package)
   [ -d .baseline/jaxgan ] || { echo "no .baseline/ (run prepare here, carry it)" | tee -a "$LOG"
                                return; }
   (cd .baseline && PYTHONPATH=/tmp/site:$PWD JAXGAN_CACHE_DIR=/tmp/jaxgan-cache-baseline \
@@ -122,7 +123,7 @@ baseline_tp() {  # train_throughput.py of the code before session 7, from .basel
 }
 prof() { bench "$1" profile_step "${@:2}"; }
 compare() {  # train_throughput JSONs side by side: ms, speed-up, last-step loss gap
-  python3 benchmarks/compare_runs.py "$@" 2>&1 | tee -a "$LOG"
+  python3 -m benchmarks.compare_runs "$@" 2>&1 | tee -a "$LOG"
 }
 # XLA flag settings of the flags and stack parts, after the caller's own XLA_FLAGS.
 XLA_SETTINGS=("" "--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1"
@@ -166,11 +167,12 @@ case "$part" in
     rm -rf .baseline && mkdir .baseline
     git archive 7b88581 jaxgan benchmarks/train_throughput.py benchmarks/torch_reference.py \
       configs | tar -x -C .baseline
+    touch .baseline/benchmarks/__init__.py  # a package of its own, run with python -m
     # horse2zebra re-encoded at JPEG quality 75 (120 MB -> ~42 MiB: a call carries 64 MiB),
     # and the last checkpoint of the domain classifier that scores it
     # (configs/domain_classifier.py, trained here).
     rm -rf .h2z && mkdir -p .h2z/h2z_domains/checkpoints
-    python3 benchmarks/recompress_tar.py ../shared/data/horse2zebra.tar .h2z/horse2zebra.tar \
+    python3 -m benchmarks.recompress_tar ../shared/data/horse2zebra.tar .h2z/horse2zebra.tar \
       --quality 75
     clf=${H2Z_CLASSIFIER:-runs/h2z_domains}
     last=$(ls "$clf/checkpoints" 2>/dev/null | sort -n | tail -n 1)

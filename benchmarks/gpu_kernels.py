@@ -1,8 +1,8 @@
 """The GPU kernels of one train step, counted on a machine without a GPU.
 
-    python benchmarks/gpu_kernels.py --preset cyclegan --batch_size 1
-    python benchmarks/gpu_kernels.py --preset darknet --batch_size 512 --json k.json
-    python benchmarks/gpu_kernels.py --preset cyclegan --batch_size 1 --hlo step.hlo.txt
+    python -m benchmarks.gpu_kernels --preset cyclegan --batch_size 1
+    python -m benchmarks.gpu_kernels --preset darknet --batch_size 512 --json k.json
+    python -m benchmarks.gpu_kernels --preset cyclegan --batch_size 1 --hlo step.hlo.txt
 
 XLA compiles the preset's real train step (the program `train.py` runs on
 each device, RNG folding and the non-finite guard included) for an NVIDIA
@@ -28,7 +28,7 @@ memory time and does 5 ms of tensor-core work but takes 55 ms (CycleGAN)
 spends its time between kernels, and fewer kernels is the lever. What this
 script cannot tell: time. Without a GPU there is no autotuning (convolution
 algorithms are chosen on the device) and no profile; measure with
-train_throughput.py and profile_step.py on the GPU.
+train_throughput and profile_step on the GPU.
 
 Needs JAX's CUDA plugin matching jax, which installs without a GPU or CUDA
 (about 0.5 GB): `pip install -e ".[gpu-aot]"`, i.e. `jax[cuda12-local]`.
@@ -39,7 +39,6 @@ figures (132 SMs, 80 GB HBM3 at 3.35 TB/s, compute capability 9.0, cuDNN 9).
 import collections
 import glob
 import importlib
-import json
 import os
 import platform
 import re
@@ -47,7 +46,15 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from jax.experimental import topologies
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from benchmarks import common
+from benchmarks.common import PRESETS
+from jaxgan import parallel
+from jaxgan.errors import UserError
 
 H100_SXM = {  # GpuTargetConfigProto fields; values from NVIDIA's H100 SXM data sheet
     "threads_per_block_limit": 1024, "threads_per_warp": 32,
@@ -109,9 +116,7 @@ def target_config(spec=H100_SXM, name=DEVICE_NAME, cudnn=CUDNN_VERSION) -> str:
 
 def h100_device():
   """An abstract H100 to compile for; the CPU must be JAX's only initialised backend."""
-  import jax
-  from jax.experimental import topologies
-  try:
+  try:  # the plugin is optional: only this script needs it
     importlib.import_module("jax_plugins.xla_cuda12")
   except ImportError:
     raise PluginMissing(
@@ -254,16 +259,10 @@ def step_hlo(preset: str, batch_size: int, dtype: str, donate: bool | None = Non
              overrides=()) -> tuple[str, bool]:
   """(optimised H100 HLO of the preset's per-device train step, whether the state was
   donated: as the task's training loop does, unless `donate` says otherwise)."""
-  import jax
-  import numpy as np
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  from benchmarks import train_throughput
-  from jaxgan import parallel
   gpu = h100_device()  # first: without the plugin, fail before building anything
   # JAX runs on the CPU here (main sets it), so the preset's task and state live there.
-  task, _, state, _ = train_throughput.build_preset(preset, batch_size, dtype, 1,
-                                                    overrides=overrides)
-  start = train_throughput.PRESETS[preset][2]  # e.g. past the WGAN's 100-critic-step warm-up
+  task, _, state, _ = common.build_preset(preset, batch_size, dtype, 1, overrides=overrides)
+  start = PRESETS[preset][2]  # e.g. past the WGAN's 100-critic-step warm-up
   batch = jax.tree_util.tree_map(lambda x: x[0], task.train_batch(start))
   mesh = Mesh(np.asarray([gpu]), (parallel.AXIS,))
   spec = lambda tree: jax.tree_util.tree_map(
@@ -295,8 +294,8 @@ def report(counts: dict) -> str:
 
 
 def main(argv=None) -> int:
-  from benchmarks.train_throughput import PRESETS, ArgumentParser, override_problem
-  parser = ArgumentParser(description=__doc__.split("\n")[0])
+  parser = common.ArgumentParser(prog="python -m benchmarks.gpu_kernels",
+                                  description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cyclegan")
   parser.add_argument("--batch_size", type=int, default=None,
                       help="default: 1 for cyclegan, 64 for the WGANs, 512 for classifiers")
@@ -311,18 +310,18 @@ def main(argv=None) -> int:
   parser.add_argument("--hlo", default="", help="write the optimised HLO text here")
   parser.add_argument("--json", default="", help="write the counts here")
   args = parser.parse_args(argv)
-  problem = override_problem(args.set, args.preset, FLAG_FIELDS, "give them with --xla_flags")
+  problem = common.override_problem(args.set, args.preset, FLAG_FIELDS,
+                                    "give them with --xla_flags")
   if problem:
     parser.error(problem)
-  # Before any backend starts: the CUDA plugin must not look for a GPU, and XLA reads its
-  # flags once. The dump holds the executable's thunk sequence (what the host launches).
+  # Before any backend starts (importing JAX starts none): the CUDA plugin must not look for
+  # a GPU, and XLA reads its flags once, when the first backend starts. The dump holds the
+  # executable's thunk sequence (what the host launches).
   os.environ["JAX_PLATFORMS"] = "cpu"
   dump = tempfile.mkdtemp(prefix="gpu_kernels_")
   os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), args.xla_flags,
                                       f"--xla_dump_to={dump}",
                                       "--xla_dump_hlo_module_re=.*step_fn.*"])
-  import jax
-  from jaxgan.errors import UserError
   jax.config.update("jax_platforms", "cpu")
   batch = args.batch_size or (1 if args.preset == "cyclegan" else
                               64 if args.preset.startswith("wgan") else 512)
@@ -348,11 +347,11 @@ def main(argv=None) -> int:
     with open(args.hlo, "w") as f:
       f.write(hlo)
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"preset": args.preset, "batch_size": batch, "dtype": args.dtype,
-                 "donate": donated, "overrides": args.set, "xla_flags": args.xla_flags,
-                 "target": DEVICE_NAME + " (deviceless compile)", "jax": jax.__version__,
-                 "python": platform.python_version(), **counts}, f, indent=2)
+    common.write_json(args.json, {
+        "preset": args.preset, "batch_size": batch, "dtype": args.dtype, "donate": donated,
+        "overrides": args.set, "xla_flags": args.xla_flags,
+        "target": DEVICE_NAME + " (deviceless compile)", "jax": jax.__version__,
+        "python": platform.python_version(), **counts})
   return 0
 
 

@@ -1,8 +1,8 @@
-"""Where a train step's time goes: a jax.profiler trace of a few steps of a
-train_throughput preset, summarised per step.
+"""Where a train step's time goes: a jax.profiler trace of a few steps of a benchmark
+preset (benchmarks/common.py, as train_throughput's), summarised per step.
 
-    python benchmarks/profile_step.py --preset darknet --batch_size 256
-    python benchmarks/profile_step.py --preset darknet --batch_size 256 --trace_dir /tmp/t
+    python -m benchmarks.profile_step --preset darknet --batch_size 256
+    python -m benchmarks.profile_step --preset darknet --batch_size 256 --trace_dir /tmp/t
         # keeps the trace for TensorBoard's profile plugin or ui.perfetto.dev
 
 After the compiling step and `--warm_steps` more, two windows of `--steps`
@@ -31,11 +31,14 @@ import glob
 import gzip
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+
+from benchmarks import common
+from benchmarks.common import PRESETS
+from jaxgan import parallel
 
 
 def union_ms(intervals) -> float:
@@ -124,10 +127,7 @@ def profile(preset, batch_size, dtype, steps, trace_dir, warm_steps=10):
   21 ms over steps 3-12 and 12.5 ms traced over the next ten, where the training loop's
   steady state is 7.1 ms: hence the warm-up and the second window.
   """
-  import jax
-  from benchmarks.train_throughput import PRESETS, build_preset
-  from jaxgan import parallel
-  task, devices, state, p_step = build_preset(preset, batch_size, dtype, 1)
+  task, devices, state, p_step = common.build_preset(preset, batch_size, dtype, 1)
   state = parallel.replicate(state, devices)
   first = PRESETS[preset][2]
   for i in range(1 + warm_steps):  # compile, then warm steps
@@ -177,8 +177,8 @@ def format_report(r) -> str:
 
 
 def main(argv=None):
-  from benchmarks.train_throughput import PRESETS, machine
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step",
+                              description=__doc__.split("\n\n")[0])
   p.add_argument("--preset", default="darknet", choices=sorted(PRESETS))
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
@@ -192,7 +192,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.steps < 1 or args.batch_size < 1 or args.warm_steps < 0:
     p.error("--steps and --batch_size must be positive, --warm_steps not negative")
-  print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()), flush=True)
+  common.print_machine(common.machine())
   with tempfile.TemporaryDirectory() as tmp:
     trace_dir = args.trace_dir or tmp
     first_ms, step_ms, dispatch, traced_wall, n_arrays, device = profile(
@@ -204,8 +204,7 @@ def main(argv=None):
               **summarize(*load_trace(trace_dir), args.steps, traced_wall, args.top)}
   print(format_report(report), flush=True)
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=2)
+    common.write_json(args.json, report)
   return report
 
 

@@ -1,6 +1,6 @@
 """Copy an image archive with every image re-encoded as JPEG of a given quality.
 
-    python benchmarks/recompress_tar.py ../shared/data/horse2zebra.tar .h2z/horse2zebra.tar \
+    python -m benchmarks.recompress_tar ../shared/data/horse2zebra.tar .h2z/horse2zebra.tar \
         --quality 75
 
 The device tool carries at most 64 MiB a call, and horse2zebra is 120 MB: at quality 75
@@ -10,17 +10,15 @@ grayscale) are kept; members that are not images are copied as they are.
 import argparse
 import io
 import os
-import sys
 import tarfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from PIL import Image
 
-from jaxgan.data.folder import is_image_name  # noqa: E402
+from jaxgan.data.folder import is_image_name
 
 
 def recompress(src: str, dst: str, quality: int) -> tuple[int, int]:
   """(images re-encoded, bytes written)."""
-  from PIL import Image
   count = 0
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
   with tarfile.open(src, "r:*") as tin, tarfile.open(dst, "w") as tout:

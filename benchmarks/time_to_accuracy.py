@@ -1,8 +1,8 @@
 """Wall-clock time until a classifier recipe first reaches a test accuracy, over seeds.
 
-    python benchmarks/time_to_accuracy.py --config configs/cifar10_fast.py \
+    python -m benchmarks.time_to_accuracy --config configs/cifar10_fast.py \
         --dataset ../shared/data/cifar10-jpeg75.tar.xz --target 0.94 --seeds 5
-    python benchmarks/time_to_accuracy.py --config configs/darknet_cifar10.py \
+    python -m benchmarks.time_to_accuracy --config configs/darknet_cifar10.py \
         --dataset cifar10 --target 0.94 --seeds 1 --metric accuracy_flip_tta
 
 What is timed, as airbench times it: data is loaded and put on the device
@@ -25,17 +25,17 @@ twin's mean final accuracy and prints both frameworks' times to it.
 """
 import json
 import os
-import sys
 import time
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from jaxgan import cli
 from jaxgan.errors import UserError
+
+# Each framework's side loads inside the functions that run it, only when --framework asks for
+# it: PyTorch is optional, and a flag error answers before JAX starts loading (as train.py's).
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "Classifier recipe file (configs/*.py).")
@@ -53,7 +53,8 @@ _TARGET_FROM = flags.DEFINE_string(
     "times to that target are printed beside these.")
 _FRAMEWORK = flags.DEFINE_enum("framework", "jax", ["jax", "torch", "both"],
                                "jaxgan, the PyTorch reference of the same recipe on the same "
-                               "data (benchmarks/torch_recipes.py), or both, one after the other.")
+                               "data (benchmarks/torch_recipes.py), or both, one after the "
+                               "other.")
 _TORCH_VARIANT = flags.DEFINE_enum("torch_variant", "channels_last",
                                    ["eager", "channels_last", "compile"],
                                    "PyTorch variant (bfloat16 configs use autocast).")
@@ -66,7 +67,7 @@ def check_flags(config) -> None:
   if task != "classifier":
     raise UserError(f"--config is a {task!r} recipe; time_to_accuracy.py times classifier "
                     "recipes to a test accuracy (e.g. configs/cifar10_fast.py). For a GAN's "
-                    "training speed use benchmarks/train_throughput.py --preset wgan32, "
+                    "training speed use python -m benchmarks.train_throughput --preset wgan32, "
                     "wgan64 or cyclegan")
   if _SEEDS.value < 1:
     raise UserError(f"--seeds={_SEEDS.value} runs no seed: it is how many runs (seeds "
@@ -203,7 +204,6 @@ def measure(runner, name: str, load_s: float, target: float, metric: str, seeds:
 def summarize(runs, metric, target, report=print, **extra) -> dict:
   """Mean and spread of the final accuracy; the time to `target` averaged over the seeds
   that reached it (how many did is `reached`); airbench's whole-run time."""
-  import numpy as np
   finals = np.array([r["final"][metric] for r in runs])
   times = np.array([r["reached"]["time_to_target_s"] for r in runs if r["reached"]])
   totals = np.array([r["total_s"] for r in runs])
@@ -271,7 +271,6 @@ def benchmark():
   """The measurement the flags ask for; see the module docstring."""
   if _FRAMEWORK.value != "jax":  # JAX must not take the GPU memory PyTorch will need
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-  from train_throughput import machine
   config = _CONFIG.value
   check_flags(config)
   with config.unlocked():
@@ -285,23 +284,23 @@ def benchmark():
     target = reference["summary"]["final_mean"]
     print(f"target {metric} >= {target:.4f}: the mean final accuracy of {name} in "
           f"{_TARGET_FROM.value}", flush=True)
+  from benchmarks import common  # JAX (common.machine() describes it)
   from jaxgan import parallel
   parallel.use_xla_flags(config.get("xla_flags", ""))  # before machine() starts JAX
-  info = machine()
-  print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+  info = common.machine()
+  common.print_machine(info)
   report = lambda s: print(s, flush=True)
   out = {"machine": info, "config": config.to_dict(), "metric": metric}
 
   def save():
     if _JSON.value:
-      with open(_JSON.value, "w") as f:
-        json.dump(out, f, indent=2, default=str)
+      common.write_json(_JSON.value, out, default=str)
 
   if _FRAMEWORK.value in ("jax", "both"):
     out["jaxgan"] = time_to_accuracy(config, target, metric, _SEEDS.value, report)
     save()
   if _FRAMEWORK.value in ("torch", "both"):
-    import torch
+    import torch  # optional: only for --framework torch or both
     info["torch"] = torch.__version__
     out["torch"] = torch_time_to_accuracy(config, target, metric, _SEEDS.value,
                                           _TORCH_VARIANT.value, report=report)

@@ -1,13 +1,12 @@
 """PyTorch references of jaxgan's classifier recipes, trained end to end, for
-`time_to_accuracy.py --framework torch`: the same data (read by jaxgan's loaders,
-the same subset), the same model, schedule, optimiser groups, augmentation,
+`python -m benchmarks.time_to_accuracy --framework torch`: the same data (read by jaxgan's
+loaders, the same subset), the same model, schedule, optimiser groups, augmentation,
 weight averaging and TTA as the config asks for, timed the same way.
 
-Covers `darknet`, `wrn` (models from torch_reference.py) and `fastnet`
-(`FastNet` below, the twin of jaxgan.models.FastNet). Schedules come from
+Covers `darknet`, `wrn` and `fastnet` (models from torch_models.py). Schedules come from
 jaxgan.schedules, evaluated once into a table, so both frameworks follow the
 same numbers. Data stays on the device as uint8; augmentation is one gather
-per batch (torch_reference.crop_flip_at). Variants as in torch_reference.py:
+per batch (torch_models.crop_flip_at). Variants as in torch_models.py:
 "eager" (float32 or bfloat16 autocast), "channels_last", "compile".
 """
 import math
@@ -17,101 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks.torch_reference import Setup, build_classifier, crop_flip_at
-
-
-# ---- FastNet ----------------------------------------------------------------------------------
-class _Conv(nn.Conv2d):
-  """3x3 'same' conv without bias whose first in_channels filters start as the identity."""
-
-  def __init__(self, ni, nf):
-    super().__init__(ni, nf, 3, padding=1, bias=False)
-    with torch.no_grad():
-      nn.init.dirac_(self.weight[:ni])
-
-
-def _bn(c, momentum, eps):
-  bn = nn.BatchNorm2d(c, eps=eps, momentum=momentum)
-  bn.weight.requires_grad = False  # the scale stays 1; only the shift trains
-  return bn
-
-
-class _Group(nn.Module):
-  def __init__(self, ni, nf, momentum, eps):
-    super().__init__()
-    self.conv1, self.norm1 = _Conv(ni, nf), _bn(nf, momentum, eps)
-    self.conv2, self.norm2 = _Conv(nf, nf), _bn(nf, momentum, eps)
-
-  def forward(self, x):
-    x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
-    return F.gelu(self.norm2(self.conv2(x)))
-
-
-class FastNet(nn.Module):
-  """jaxgan.models.FastNet in PyTorch (NCHW): whitening conv, 3 groups, global max, linear."""
-
-  def __init__(self, num_classes=10, widths=(64, 256, 256), whiten_kernel_size=2, act="gelu",
-               bn_momentum=0.4, bn_eps=1e-12, logit_scale=1 / 9):
-    super().__init__()
-    if act != "gelu":
-      raise ValueError(f"the PyTorch FastNet has GELU only, not {act!r}")
-    k = whiten_kernel_size
-    self.whiten = nn.Conv2d(3, 2 * 3 * k * k, k, bias=True)
-    self.whiten.weight.requires_grad = False
-    nn.init.zeros_(self.whiten.bias)
-    widths = (2 * 3 * k * k, *widths)
-    self.groups = nn.Sequential(*[_Group(a, b, bn_momentum, bn_eps)
-                                  for a, b in zip(widths[:-1], widths[1:])])
-    self.head = nn.Linear(widths[-1], num_classes, bias=False)
-    self.logit_scale = logit_scale
-
-  def forward(self, x):
-    x = self.groups(F.gelu(self.whiten(x)))
-    return self.head(torch.amax(x, dim=(2, 3))) * self.logit_scale
-
-  @torch.no_grad()
-  def init_whitening(self, images, eps=5e-4):
-    """Filters from normalised NCHW images: eigenvectors of the 2x2-patch second moment
-    over sqrt(eigenvalue + eps), then their negatives (in the same order as jaxgan's)."""
-    k = self.whiten.kernel_size[0]
-    c = images.shape[1]
-    patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # n, c, h', w', k, k
-    flat = patches.permute(0, 2, 3, 4, 5, 1).reshape(-1, k * k * c)  # rows in HWC order
-    evals, evecs = torch.linalg.eigh(flat.T @ flat / len(flat))
-    evals, evecs = evals.flip(0), evecs.flip(1)
-    filters = (evecs / torch.sqrt(evals + eps)).T.reshape(-1, k, k, c).permute(0, 3, 1, 2)
-    self.whiten.weight.copy_(torch.cat([filters, -filters]))
-
-
-def copy_fastnet_params(model: FastNet, variables) -> FastNet:
-  """jaxgan FastNet variables into the torch twin (tests: the two compute the same function)."""
-  from benchmarks.torch_reference import _conv, _set
-  p, s = variables["params"], variables.get("batch_stats", {})
-  _conv(model.whiten, p["whiten"])
-  layers = [(g, i) for g in model.groups for i in (1, 2)]
-  for n, (group, i) in enumerate(layers):
-    _conv(getattr(group, f"conv{i}"), p[f"layers_{n}"]["Conv_0"])
-    bn = getattr(group, f"norm{i}")
-    _set(bn.bias, p[f"layers_{n}"]["BatchNorm_0"]["bias"])
-    if f"layers_{n}" in s:
-      _set(bn.running_mean, s[f"layers_{n}"]["BatchNorm_0"]["mean"])
-      _set(bn.running_var, s[f"layers_{n}"]["BatchNorm_0"]["var"])
-  _set(model.head.weight, np.asarray(p["head"]["kernel"]).T)
-  return model
-
-
-def build_model(model_config, num_classes):
-  if model_config.get("name", "darknet") == "fastnet":
-    kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-              for k, v in model_config.items() if k != "name"}
-    return FastNet(num_classes=num_classes, **kwargs)
-  return build_classifier(model_config, num_classes)
+from benchmarks.torch_models import FastNet, Setup, build_model, crop_flip_at, default_device
+from jaxgan.classifier import make_schedules, whitening_sample
 
 
 # ---- optimiser, schedule, averaging -----------------------------------------------------------
 def schedule_table(config, total_steps):
   """(lr, momentum) per step as numpy arrays, from jaxgan's own schedule functions."""
-  from jaxgan.classifier import make_schedules
   lr_fn, mom_fn = make_schedules(config, total_steps)
   steps = np.arange(total_steps + 1)
   return (np.array([float(lr_fn(s)) for s in steps]),
@@ -171,17 +82,13 @@ class Lookahead:
 # ---- the run ----------------------------------------------------------------------------------
 class TorchRecipe:
   """A classifier recipe in PyTorch on jaxgan's data: `init(seed)`, `train_epoch(epoch)`,
-  `evaluate()`; the same interface time_to_accuracy.py times for jaxgan."""
+  `evaluate()`; the same interface time_to_accuracy times for jaxgan."""
 
   def __init__(self, config, data, device=None, variant="eager"):
     self.config = config
-    self.setup = Setup(device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                       config.dtype, variant)
+    # On CUDA, Setup allows TF32 (XLA's float32 default) and cuDNN autotuning.
+    self.setup = Setup(device or default_device(), config.dtype, variant)
     dev = self.setup.device
-    if dev.type == "cuda":  # as torch_reference.measure_torch: XLA's float32 default is TF32
-      torch.backends.cuda.matmul.allow_tf32 = True
-      torch.backends.cudnn.allow_tf32 = True
-      torch.backends.cudnn.benchmark = True
     self.num_classes = data.num_classes
     train_images = data.images(config.train_split)
     self.images = torch.from_numpy(np.ascontiguousarray(train_images)).to(dev)
@@ -209,7 +116,6 @@ class TorchRecipe:
     if isinstance(model, FastNet):
       n = config.get("whiten_images", 0)
       if n > 0:  # the same images as jaxgan's
-        from jaxgan.classifier import whitening_sample
         sample = torch.from_numpy(whitening_sample(len(self.images), n)).to(self.setup.device)
         model.init_whitening(self._normalise(self.images[sample]).float())
       else:  # no data whitening: an ordinary trained conv, PyTorch's default init

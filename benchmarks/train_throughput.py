@@ -1,12 +1,12 @@
 """Throughput of the full train step of a model family, on this machine, beside PyTorch.
 
-    python benchmarks/train_throughput.py                      # notebook Darknet, images/s
-    python benchmarks/train_throughput.py --preset small       # Darknet((1, 1), nf=16)
-    python benchmarks/train_throughput.py --preset wgan64 --batch_sizes 64   # gen iters/s
-    python benchmarks/train_throughput.py --batch_sizes 256,512 --dtypes bfloat16,float32
-    python benchmarks/train_throughput.py --preset cyclegan --batch_sizes 1 --dtypes float32
-    python benchmarks/train_throughput.py --torch off          # jaxgan only
-    python benchmarks/train_throughput.py --json results.json  # everything below, as JSON
+    python -m benchmarks.train_throughput                     # notebook Darknet, images/s
+    python -m benchmarks.train_throughput --preset small      # Darknet((1, 1), nf=16)
+    python -m benchmarks.train_throughput --preset wgan64 --batch_sizes 64  # gen iters/s
+    python -m benchmarks.train_throughput --batch_sizes 256,512 --dtypes bfloat16,float32
+    python -m benchmarks.train_throughput --preset cyclegan --batch_sizes 1 --dtypes float32
+    python -m benchmarks.train_throughput --torch off         # jaxgan only
+    python -m benchmarks.train_throughput --json results.json # everything below, as JSON
 
 The timed step is the real one on random uint8 data held on the devices:
 for classifiers gather, crop/flip, normalise, forward, backward, sync, SGD
@@ -33,7 +33,7 @@ Each row reports:
   notebook Darknet, whose last groups run on 4x4 and 2x2 grids: 1.85 against
   2.41 GFLOP per training image) and the MFU conservative by as much.
   MFU = achieved FLOP/s / (peak dense FLOP/s per device x devices),
-  peaks from `PEAK_TFLOPS` matched on the device kind, or `--peak_tflops`.
+  peaks from common.PEAK_TFLOPS matched on the device kind, or `--peak_tflops`.
   For float32 the TF32 tensor-core peak is used on Ampere and newer GPUs,
   because XLA's default precision runs float32 convolutions and matmuls in
   TF32 there (the PyTorch rows allow TF32 too). Unknown on CPU (shown "-").
@@ -42,7 +42,7 @@ Each row reports:
   the largest configuration last, or one configuration per invocation.
 
 With PyTorch importable (`--torch auto`, the default) each jaxgan row is
-followed by benchmarks/torch_reference.py's PyTorch twin of the same preset,
+followed by torch_reference.py's PyTorch twin of the same preset,
 batch and dtype: eager (float32, or bfloat16 autocast = AMP), eager
 channels_last (CUDA only) and torch.compile; then the jaxgan/PyTorch
 throughput ratio per device against the best eager variant and against
@@ -52,44 +52,20 @@ preallocate GPU memory, so the two share the GPU. The JSON holds the device
 name, the software versions and every row.
 """
 import argparse
-import difflib
-import json
+import importlib
 import os
-import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-from jaxgan import cli
+from benchmarks import common
+from benchmarks.common import PRESETS
+from jaxgan import cli, parallel
 from jaxgan.errors import ConfigError, UserError
+from jaxgan.models import count_params
+from jaxgan.models.layers import COMPUTE_DTYPES
 
-# preset: (config module, model overrides, first timed step)
-PRESETS = {
-    "darknet": ("darknet_cifar10", dict(num_blocks=(1, 2, 4, 6, 3), nf=32), 0),
-    "small": ("darknet_cifar10", dict(num_blocks=(1, 1), nf=16), 0),
-    "wrn22": ("wrn22_cifar10", {}, 0),
-    # WGAN steps past the 100-critic-step warm-up, where iterations have 5 critic steps.
-    "wgan64": ("wgan_lsun_bedroom", {}, 26),
-    "wgan32": ("wgan_cifar10", {}, 26),
-    # The reference CycleGAN: two 9-block generators, two PatchGANs, 256x256 crops of 286.
-    "cyclegan": ("cyclegan_horse2zebra", {}, 0),
-    # configs/cifar10_fast.py's whole step (FastNet, groups, smoothing, flips, averaging).
-    "fastnet": ("cifar10_fast", {}, 0),
-}
-
-# Dense (no sparsity) peak TFLOP/s per device, from NVIDIA's data sheets. First match of a
-# substring of the device kind wins, so specific names come first. "tf32" is the tensor-core
-# rate XLA's default precision gives float32 convolutions and matmuls on Ampere and newer.
-PEAK_TFLOPS = (
-    ("H100 PCIe", {"bfloat16": 756.0, "tf32": 378.0, "float32": 51.2}),
-    ("H100 NVL", {"bfloat16": 835.0, "tf32": 417.5, "float32": 60.0}),
-    ("H100", {"bfloat16": 989.0, "tf32": 494.7, "float32": 66.9}),  # SXM
-    ("H200", {"bfloat16": 989.0, "tf32": 494.7, "float32": 66.9}),  # H100 SXM's compute
-    ("A100", {"bfloat16": 312.0, "tf32": 156.0, "float32": 19.5}),
-    # V100 has float16 tensor cores (125) but none for bfloat16 or TF32.
-    ("V100", {"float16": 125.0, "bfloat16": 15.7, "float32": 15.7}),
-)
 TORCH_MODES = ("auto", "off", "only")
 # Config fields this script sets from its own flags, which its rows record: a --set of one
 # would time another step than the row names. field: the fix.
@@ -97,38 +73,7 @@ FLAG_FIELDS = {"batch_size": "use --batch_sizes", "dtype": "use --dtypes",
                "num_devices": "use --num_devices"}
 
 
-def config_for(preset, batch_size, dtype, num_devices, overrides=()):
-  """A preset's config on fake data; `overrides`: "field.path=<JSON value>" strings."""
-  import importlib
-  import json
-  module, model, _ = PRESETS[preset]
-  config = importlib.import_module(f"configs.{module}").get_config()
-  config.model.update(model)
-  config.dataset = "fake"
-  config.train_subset = max(16 * batch_size, 2048 if config.get("task") != "cyclegan" else 64)
-  if "eval_subset" in config:
-    config.eval_subset = 64
-  config.batch_size = batch_size
-  config.dtype = dtype
-  config.num_devices = num_devices
-  config.lock()  # an override must name a field of the preset, not add one no step reads
-  for override in overrides:
-    key, value = override.split("=", 1)
-    value = json.loads(value)
-    config.update_from_flattened_dict({key: tuple(value) if isinstance(value, list) else value})
-  config.unlock()
-  return config
-
-
-def peak_tflops(device_kind: str, dtype: str):
-  """Peak dense TFLOP/s of one device of this kind for `dtype` (TF32 for float32 where the
-  GPU has it); None when the kind is not in `PEAK_TFLOPS` (CPUs, unknown accelerators)."""
-  for name, peaks in PEAK_TFLOPS:
-    if name.lower() in device_kind.lower():
-      return peaks.get("tf32" if dtype == "float32" else dtype, peaks.get("float32"))
-  return None
-
-
+# ---- jaxgan's rows -------------------------------------------------------------------------------
 def peak_memory_bytes(device):
   """The allocator's high-water mark on `device` (None where it keeps none, e.g. CPU)."""
   try:
@@ -147,7 +92,6 @@ def cost_flops(make, *args) -> float:
   analysis of a lowered program where GPU plugins (PJRT C API) do not, whose compiled-program
   analysis would also count cuDNN calls and elementwise ops differently.
   """
-  import jax
   cpu = jax.devices("cpu")[:1]
   shapes = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype), args)
@@ -164,8 +108,6 @@ def flops_per_step(task, state, batch, devices) -> float:
   the cost analysis counts the body of the critic steps' lax.scan once, and on CPU the
   step is several dispatched programs anyway.
   """
-  import jax
-  from jaxgan import parallel
   if not hasattr(task, "critic_update"):
     return cost_flops(task.compile_step, state, batch) * len(devices)
   key = jax.random.PRNGKey(0)
@@ -178,59 +120,13 @@ def flops_per_step(task, state, batch, devices) -> float:
   return per_device * len(devices)
 
 
-def add_flop_rates(row, flops, peak_per_device):
-  """TFLOP/s and MFU of a measured row given FLOPs per step and the peak per device."""
-  row["flops_per_step"] = flops
-  if not flops:
-    return row
-  rate = flops * 1000 / row["step_ms"]
-  row["tflops_per_s"] = round(rate / 1e12, 3)
-  if peak_per_device:
-    row["peak_tflops_per_device"] = peak_per_device
-    row["mfu"] = round(rate / (peak_per_device * 1e12 * row["devices"]), 4)
-  return row
-
-
-class Phases:
-  """Prints each phase of a measurement to stderr as it ends, so that a run stopped by a
-  timeout still shows where its time went (a whole row prints only at the end)."""
-
-  def __init__(self, label):
-    self.label, self.t = label, time.perf_counter()
-
-  def __call__(self, phase):
-    now = time.perf_counter()
-    print(f"  [{self.label}] {phase}: {now - self.t:.1f} s", file=sys.stderr, flush=True)
-    self.t = now
-
-
-def build_preset(preset, batch_size, dtype, num_devices, phase=lambda name: None, overrides=()):
-  """(task, devices, fresh state not yet replicated, pmapped step) of a preset."""
-  import jax
-  from jaxgan import parallel
-  from jaxgan.experiment import build_task, validate_config
-  config = config_for(preset, batch_size, dtype, num_devices, overrides)
-  devices = parallel.local_devices(num_devices)
-  validate_config(config, len(devices))  # a --set value that cannot work, named
-  task = build_task(config, devices)
-  phase("data and model")
-  state = task.init_state(jax.random.PRNGKey(0))
-  jax.block_until_ready(state)
-  phase("initialisation")
-  return task, devices, state, task.compile_step(devices)
-
-
 def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_device=None,
             warm_steps=5, overrides=()):
   """Time jaxgan's step for a preset; FLOPs, MFU (when the peak is known) and peak memory.
   `overrides`: config_for's "field.path=<JSON value>" strings."""
-  import jax
-  import numpy as np
-  from jaxgan import parallel
-  from jaxgan.models import count_params
-  phase = Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
-  task, devices, state, p_step = build_preset(preset, batch_size, dtype, num_devices, phase,
-                                              overrides)
+  phase = common.Phases(f"jaxgan {preset} {dtype} batch {batch_size}")
+  task, devices, state, p_step = common.build_preset(preset, batch_size, dtype, num_devices,
+                                                     phase, overrides)
   n_params = sum(count_params(getattr(state, f)) for f in ("params", "g_params", "d_params")
                  if hasattr(state, f))
   state = parallel.replicate(state, devices)
@@ -267,12 +163,12 @@ def measure(preset, batch_size, dtype, steps, num_devices, peak_tflops_per_devic
   # After the timing (the state is live again), from the step's own inputs.
   flops = flops_per_step(task, state, task.train_batch(first + steps), devices)
   phase("FLOPs count")
-  peak = peak_tflops_per_device or peak_tflops(devices[0].device_kind, dtype)
-  return add_flop_rates(row, flops, peak)
+  peak = peak_tflops_per_device or common.peak_tflops(devices[0].device_kind, dtype)
+  return common.add_flop_rates(row, flops, peak)
 
 
+# ---- PyTorch's rows ------------------------------------------------------------------------------
 def torch_available() -> bool:
-  import importlib
   try:
     importlib.import_module("torch")
   except ImportError:
@@ -289,46 +185,6 @@ def torch_variants(device: str, requested: str = "auto"):
   return ["eager", "compile"]
 
 
-def measure_torch_rows(preset, batch_size, dtype, steps, device, variants, jax_row=None,
-                       peak_tflops_per_device=None, on_row=lambda row: None, warm_steps=5):
-  """The PyTorch reference's rows for one configuration; a failure becomes an error row.
-
-  Their TFLOP/s and MFU use the jaxgan row's FLOPs count (same model, same step). Each row
-  goes to `on_row` as soon as it is measured: a timeout in a later variant keeps it.
-  """
-  from benchmarks.torch_reference import measure_torch
-  rows = []
-  for variant in variants:
-    try:
-      row = measure_torch(preset, batch_size, dtype, variant, steps, device,
-                          warm_steps=warm_steps)
-    except Exception as e:  # a missing reference or a failed compile must not end the run
-      row = {"framework": "torch", "variant": variant, "preset": preset,
-             "batch_size": batch_size, "dtype": dtype, "error": f"{type(e).__name__}: {e}"}
-    if jax_row and "error" not in row:
-      add_flop_rates(row, jax_row.get("flops_per_step"),
-                     peak_tflops_per_device or torch_peak_tflops(device, dtype))
-    rows.append(row)
-    on_row(row)
-    release_torch_memory(device)
-  return rows
-
-
-def torch_peak_tflops(device, dtype):
-  """`peak_tflops` of the PyTorch rows' GPU (None on CPU)."""
-  import torch
-  if not device.startswith("cuda"):
-    return None
-  return peak_tflops(torch.cuda.get_device_name(torch.device(device)), dtype)
-
-
-def release_torch_memory(device):
-  """Give PyTorch's cached GPU memory back, for the next JAX measurement."""
-  import torch
-  if device.startswith("cuda"):
-    torch.cuda.empty_cache()
-
-
 def ratios(jax_row, torch_rows):
   """jaxgan's throughput per device over PyTorch's (one device): against the best eager
   variant (eager or channels_last; AMP for bfloat16) and against torch.compile."""
@@ -340,36 +196,7 @@ def ratios(jax_row, torch_rows):
           "vs_torch_compile": round(jax_per_device / compiled[0], 3) if compiled else None}
 
 
-def machine(torch_device=None):
-  import flax
-  import jax
-  import jaxlib
-  import optax
-  d = jax.local_devices()[0]
-  info = {"platform": d.platform, "device_kind": d.device_kind,
-          "local_devices": jax.local_device_count(),
-          "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
-          # What else decides the numbers: XLA's flags, and a compilation cache (warm compiles)
-          # that only a JAX_COMPILATION_CACHE_DIR set by the caller would give.
-          "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "compilation_cache": jax.config.jax_compilation_cache_dir}
-  if torch_device:
-    info.update(torch_machine(torch_device))
-  return info
-
-
-def torch_machine(device):
-  import torch
-  info = {"torch": torch.__version__, "torch_device": device}
-  if device.startswith("cuda"):
-    info.update(torch_device_name=torch.cuda.get_device_name(torch.device(device)),
-                torch_cuda=torch.version.cuda,
-                cudnn=torch.backends.cudnn.version())
-  return info
-
-
+# ---- the table and the command line --------------------------------------------------------------
 def _fmt(value, spec, missing="-"):
   return missing if value is None else format(value, spec)
 
@@ -409,7 +236,6 @@ def batch_sizes(text: str) -> list:
 
 def dtypes(text: str) -> list:
   """--dtypes: jaxgan's compute dtypes, comma-separated."""
-  from jaxgan.models.layers import COMPUTE_DTYPES
   names = text.split(",")
   unknown = [n for n in names if n not in COMPUTE_DTYPES]
   if unknown:
@@ -418,15 +244,9 @@ def dtypes(text: str) -> list:
   return names
 
 
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse's, printing a bad flag as the CLIs print a user error: one line, exit 2."""
-
-  def error(self, message):
-    self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv=None):
-  parser = ArgumentParser(description=__doc__.split("\n")[0])
+  parser = common.ArgumentParser(prog="python -m benchmarks.train_throughput",
+                                  description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="darknet")
   parser.add_argument("--batch_sizes", type=batch_sizes, default="256")
   parser.add_argument("--dtypes", type=dtypes, default="bfloat16,float32")
@@ -457,68 +277,15 @@ def parse_args(argv=None):
     parser.error(f"--num_devices={args.num_devices}: give a count of at least 1, or -1 for all")
   if args.set and args.torch != "off":
     parser.error("--set changes jaxgan's config only: add --torch off")
-  problem = override_problem(args.set, args.preset, FLAG_FIELDS,
-                             "export XLA_FLAGS instead (the JSON records it)")
+  problem = common.override_problem(args.set, args.preset, FLAG_FIELDS,
+                                    "export XLA_FLAGS instead (the JSON records it)")
   if problem:
     parser.error(problem)
   return args
 
 
-def override_problem(overrides, preset: str, flag_fields: dict, xla_hint: str) -> str | None:
-  """What is wrong with config_for's "field=<JSON>" overrides of `preset`, for a script's
-  --set; None if nothing. XLA's flags cannot be one: the benchmarks start JAX before they read
-  a config. Nor can the fields the script sets from its flags (`flag_fields`: field -> fix)."""
-  for override in overrides:
-    key, _, value = override.partition("=")
-    if key == "xla_flags":
-      return f"--set xla_flags: JAX starts before the config is read here; {xla_hint}"
-    if key in flag_fields:
-      return f"--set {key}: this script sets it; {flag_fields[key]}"
-    problem = field_problem(key, preset)
-    if problem:
-      return problem
-    try:
-      json.loads(value)
-    except json.JSONDecodeError:
-      return f"--set {override}: the value after '=' must be JSON, e.g. {key}=true"
-    try:
-      config_for(preset, 1, "float32", -1, [override])
-    except TypeError as e:  # ml_collections: a value of another type than the field's
-      return f"--set {override}: {e}"
-  return None
-
-
-def field_problem(key: str, preset: str) -> str | None:
-  """Why the dotted `key` names no field of `preset`'s config (None if it does): a misspelt
-  key would otherwise be recorded in the row while the default step is timed."""
-  parts = key.split(".")
-  path, node = walk(preset, parts)
-  if len(path) == len(parts):
-    return None
-  where = f"--set {key}: the config of --preset {preset}"
-  if not hasattr(node, "keys"):
-    return f"{where} has {'.'.join(path)} as a value, not a group of fields"
-  missing = parts[len(path)]
-  close = difflib.get_close_matches(missing, list(node.keys()), n=3)
-  hint = f"; did you mean {' or '.join('.'.join(path + [c]) for c in close)}?" if close else ""
-  others = [p for p in sorted(PRESETS) if len(walk(p, parts)[0]) == len(parts)]
-  elsewhere = f" (presets that have it: {', '.join(others)})" if others else ""
-  return f"{where} has no field {'.'.join(path + [missing])}{hint}{elsewhere}"
-
-
-def walk(preset: str, parts: list):
-  """(the leading `parts` of a dotted key that `preset`'s config has, the value at the last)."""
-  node, path = config_for(preset, 1, "float32", -1), []
-  for part in parts:
-    if not hasattr(node, "keys") or part not in node:
-      break
-    node, path = node[part], path + [part]
-  return path, node
-
-
 def check_devices(num_devices: int, batch_sizes: list) -> None:
   """Before any measurement: the devices asked for exist and split every batch evenly."""
-  from jaxgan import parallel
   n = len(parallel.local_devices(num_devices, "--num_devices"))
   for bs in batch_sizes:
     if bs % n:
@@ -534,12 +301,13 @@ def run(args, save=lambda report: None):
     raise UserError("--torch only needs PyTorch installed (pip install torch)")
   if args.torch != "only":
     check_devices(args.num_devices, args.batch_sizes)
-  torch_device = None
+  info = common.machine()
   if use_torch:
-    from benchmarks.torch_reference import default_device
-    torch_device = args.torch_device or default_device()
-  info = machine(torch_device)
-  print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    # PyTorch is optional: the module that imports it loads only when its rows run.
+    from benchmarks import torch_reference
+    torch_device = args.torch_device or torch_reference.default_device()
+    info.update(torch_reference.torch_machine(torch_device))
+  common.print_machine(info)
   if args.torch == "auto" and not use_torch:
     print("PyTorch is not installed: no PyTorch rows (pip install torch for the ratios)")
   rows, comparisons = [], []
@@ -563,9 +331,10 @@ def run(args, save=lambda report: None):
         print(format_row(row), flush=True)
         save(report)
 
-      torch_rows = measure_torch_rows(args.preset, bs, dtype, args.steps, torch_device,
-                                      torch_variants(torch_device, args.torch_variants),
-                                      jax_row, args.peak_tflops, on_row, args.warm_steps)
+      torch_rows = torch_reference.measure_torch_rows(
+          args.preset, bs, dtype, args.steps, torch_device,
+          torch_variants(torch_device, args.torch_variants), jax_row, args.peak_tflops, on_row,
+          args.warm_steps)
       if jax_row:
         ratio = ratios(jax_row, torch_rows)
         jax_row.update(ratio)
@@ -582,8 +351,7 @@ def main(argv=None):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   def save(report):
     if args.json:
-      with open(args.json, "w") as f:
-        json.dump(report, f, indent=2)
+      common.write_json(args.json, report)
 
   with cli.user_errors():
     save(run(args, save))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import compare_runs, gpu_kernels
+from benchmarks import common, compare_runs, gpu_kernels
 from benchmarks import train_throughput as tt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,8 +51,8 @@ def test_gpu_kernels_set_takes_only_fields_of_the_preset(capsys):
 def test_config_for_adds_no_field():
   """The config is locked while overrides apply: a caller past parse_args cannot add one."""
   with pytest.raises(KeyError):
-    tt.config_for("small", 8, "float32", 1, ["bogus=1"])
-  assert tt.config_for("small", 8, "float32", 1, ["model.nf=8"]).model.nf == 8
+    common.config_for("small", 8, "float32", 1, ["bogus=1"])
+  assert common.config_for("small", 8, "float32", 1, ["model.nf=8"]).model.nf == 8
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -88,13 +88,13 @@ def test_throughput_torch_only_without_torch_is_one_line(capsys, monkeypatch):
   assert "--torch only needs PyTorch installed" in err
 
 
-def run_script(*argv, **kwargs):
-  return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120, **kwargs)
+def run_module(name, *argv, **kwargs):
+  return subprocess.run([sys.executable, "-m", name, *argv], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, **kwargs)
 
 
 def time_to_accuracy(*argv):
-  out = run_script("benchmarks/time_to_accuracy.py", *argv)
+  out = run_module("benchmarks.time_to_accuracy", *argv)
   assert out.returncode == 2, out.stderr
   assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
   return out.stderr

@@ -1,4 +1,4 @@
-"""benchmarks/train_throughput.py on the CPU at tiny size: the report's fields, FLOPs against
+"""benchmarks.train_throughput on the CPU at tiny size: the report's fields, FLOPs against
 an analytic count, MFU arithmetic and the PyTorch rows when torch is installed."""
 import json
 import os
@@ -7,6 +7,7 @@ import pathlib
 import jax
 import pytest
 
+from benchmarks import common
 from benchmarks import train_throughput as tt
 from conftest import tiny_wgan_config
 
@@ -138,15 +139,15 @@ def test_wgan_flops_count_every_critic_step():
 
 
 def test_peaks_match_device_kinds_and_give_mfu():
-  assert tt.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
-  assert tt.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.7  # TF32, XLA's default
-  assert tt.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
-  assert tt.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
-  assert tt.peak_tflops("NVIDIA A100-SXM4-80GB", "float32") == 156.0
-  assert tt.peak_tflops("Tesla V100-SXM2-16GB", "float32") == 15.7
-  assert tt.peak_tflops("cpu", "float32") is None
+  assert common.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+  assert common.peak_tflops("NVIDIA H100 80GB HBM3", "float32") == 494.7  # TF32, XLA's default
+  assert common.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+  assert common.peak_tflops("NVIDIA H200", "bfloat16") == 989.0
+  assert common.peak_tflops("NVIDIA A100-SXM4-80GB", "float32") == 156.0
+  assert common.peak_tflops("Tesla V100-SXM2-16GB", "float32") == 15.7
+  assert common.peak_tflops("cpu", "float32") is None
   row = {"step_ms": 10.0, "devices": 2, "mfu": None, "tflops_per_s": None}
-  tt.add_flop_rates(row, 2e12, 100.0)  # 2 TFLOP in 10 ms on 2 x 100 TFLOP/s
+  common.add_flop_rates(row, 2e12, 100.0)  # 2 TFLOP in 10 ms on 2 x 100 TFLOP/s
   assert row["tflops_per_s"] == pytest.approx(200.0) and row["mfu"] == pytest.approx(1.0)
 
 
@@ -160,13 +161,17 @@ def test_ratios_use_the_best_eager_variant_and_compile():
 
 
 def test_jaxgan_and_the_benchmark_do_not_import_torch():
-  """PyTorch is optional: only benchmarks/torch_reference.py may import it."""
+  """PyTorch is optional: only the benchmarks' torch_* modules may import it."""
   import subprocess
   import sys
-  code = ("import pkgutil, importlib, sys, jaxgan\n"
+  code = ("import pkgutil, importlib, sys, jaxgan, benchmarks\n"
           "for m in pkgutil.walk_packages(jaxgan.__path__, 'jaxgan.'):\n"
           "  importlib.import_module(m.name)\n"
           "import benchmarks.train_throughput\n"
+          "assert 'torch' not in sys.modules, 'torch was imported'\n"
+          "for m in pkgutil.iter_modules(benchmarks.__path__, 'benchmarks.'):\n"
+          "  if not m.name.startswith('benchmarks.torch_'):\n"
+          "    importlib.import_module(m.name)\n"
           "assert 'torch' not in sys.modules, 'torch was imported'\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=str(ROOT))
 

@@ -1,12 +1,15 @@
-"""benchmarks/gpu_kernels.py: kernel counting of an optimised XLA:GPU module, and the
+"""benchmarks.gpu_kernels: kernel counting of an optimised XLA:GPU module, and the
 deviceless H100 compile where JAX's CUDA plugin is installed."""
 import importlib.util
+import os
 import subprocess
 import sys
 
 import pytest
 
 from benchmarks import gpu_kernels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The shape of XLA:GPU's optimised HLO text: a fused computation, a loop body with one
 # kernel that runs 5 times, a conditional with branches of 1 and 2 kernels, and an entry.
@@ -124,7 +127,7 @@ except ImportError:  # no jax_plugins package at all
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, "benchmarks/gpu_kernels.py", *args],
+  return subprocess.run([sys.executable, "-m", "benchmarks.gpu_kernels", *args], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
 
 

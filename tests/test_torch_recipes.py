@@ -1,7 +1,5 @@
 """benchmarks/torch_recipes.py: the PyTorch reference of the classifier recipes computes what
 jaxgan computes (model, whitening, optimiser groups, weight averaging, TTA)."""
-import os
-import sys
 import types
 
 import jax
@@ -10,13 +8,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
+from benchmarks import torch_models, torch_recipes  # noqa: E402
 from conftest import tiny_fast_config  # noqa: E402
 from jaxgan import experiment, parallel  # noqa: E402
 from jaxgan.classifier import lookahead, make_optimizer  # noqa: E402
 from jaxgan.models import FastNet  # noqa: E402
-from benchmarks import torch_recipes  # noqa: E402
 
 WIDTHS = (8, 16, 16)
 
@@ -35,7 +32,7 @@ def jax_fastnet(widths=WIDTHS, seed=0):
 
 
 def test_torch_fastnet_has_the_same_parameters():
-  full = torch_recipes.FastNet()
+  full = torch_models.FastNet()
   bn_scales = sum(m.weight.numel() for m in full.modules() if isinstance(m, torch.nn.BatchNorm2d))
   assert sum(p.numel() for p in full.parameters()) - bn_scales == 1_971_640
   assert all(not m.weight.requires_grad for m in full.modules()
@@ -56,7 +53,7 @@ def test_torch_fastnet_computes_the_flax_function(train):
     want, _ = model.apply(variables, jnp.asarray(x), train=True, mutable=["batch_stats"])
   else:
     want = model.apply(variables, jnp.asarray(x))
-  net = torch_recipes.copy_fastnet_params(torch_recipes.FastNet(widths=WIDTHS), variables)
+  net = torch_models.copy_fastnet_params(torch_models.FastNet(widths=WIDTHS), variables)
   net.train(train)
   with torch.no_grad():
     got = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
@@ -69,7 +66,7 @@ def test_torch_whitening_equals_jaxgans_up_to_eigenvector_signs():
   x = np.concatenate([base, base + 0.5 * rng.normal(size=base.shape),
                       rng.normal(size=base.shape)], -1).astype(np.float32)
   want = np.asarray(FastNet().whitening_kernel(jnp.asarray(x)))  # (out, kh, kw, in)
-  net = torch_recipes.FastNet()
+  net = torch_models.FastNet()
   net.init_whitening(torch.from_numpy(x).permute(0, 3, 1, 2))
   got = net.whiten.weight.detach().numpy().transpose(0, 2, 3, 1)
   sign = np.sign((got * want).sum(axis=(1, 2, 3)))[:, None, None, None]
@@ -82,7 +79,7 @@ def test_torch_optimizer_groups_take_jaxgans_steps():
   spe, total = 2, 4
   _, variables = jax_fastnet()
   params = variables["params"]
-  net = torch_recipes.copy_fastnet_params(torch_recipes.FastNet(widths=WIDTHS), variables)
+  net = torch_models.copy_fastnet_params(torch_models.FastNet(widths=WIDTHS), variables)
   # Mirror TorchRecipe's optimiser on this module.
   recipe = types.SimpleNamespace(config=config, steps_per_epoch=spe)
   recipe.lrs, recipe.moms = torch_recipes.schedule_table(config, total)
@@ -98,8 +95,8 @@ def test_torch_optimizer_groups_take_jaxgans_steps():
     for p in net.parameters():
       p.grad = torch.full_like(p, 0.05) if p.requires_grad else None
     recipe.opt.step()
-  again = torch_recipes.FastNet(widths=WIDTHS)
-  torch_recipes.copy_fastnet_params(again, {"params": params})
+  again = torch_models.FastNet(widths=WIDTHS)
+  torch_models.copy_fastnet_params(again, {"params": params})
   for (name, a), b in zip(net.named_parameters(), again.parameters()):
     if a.requires_grad or name == "whiten.weight":
       np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6,
@@ -134,7 +131,7 @@ def test_torch_recipe_evaluates_like_jaxgan(image_folder16):
   recipe = torch_recipes.TorchRecipe(config, load_classification_data(
       config, [config.train_split, config.eval_split]), device="cpu", variant="eager")
   recipe.init(0)
-  torch_recipes.copy_fastnet_params(recipe.model, {"params": state.params,
+  torch_models.copy_fastnet_params(recipe.model, {"params": state.params,
                                                    "batch_stats": state.batch_stats})
   got = recipe.evaluate()
   for key in ("accuracy", "accuracy_flip_tta", "accuracy_translate_tta"):
@@ -160,12 +157,12 @@ def test_torch_recipe_trains_the_weights_jaxgan_trains(image_folder16, tmp_path)
   recipe = torch_recipes.TorchRecipe(config, load_classification_data(
       config, [config.train_split, config.eval_split]), device="cpu", variant="eager")
   recipe.init(0)
-  torch_recipes.copy_fastnet_params(recipe.model, {"params": start.params,
+  torch_models.copy_fastnet_params(recipe.model, {"params": start.params,
                                                    "batch_stats": start.batch_stats})
   for epoch in range(4):
     recipe.train_epoch(epoch)
-  want = torch_recipes.copy_fastnet_params(
-      torch_recipes.FastNet(num_classes=3, widths=tuple(config.model.widths)), final)
+  want = torch_models.copy_fastnet_params(
+      torch_models.FastNet(num_classes=3, widths=tuple(config.model.widths)), final)
   moved = 0.0
   for (name, a), b in zip(recipe.model.state_dict().items(), want.state_dict().values()):
     if "running_var" in name or "num_batches" in name:  # PyTorch keeps the unbiased variance

@@ -1,4 +1,5 @@
-"""The PyTorch references of benchmarks/torch_reference.py are the same models as jaxgan's.
+"""The PyTorch references (benchmarks/torch_models.py, the steps of torch_reference.py) are
+the same models as jaxgan's.
 
 Same parameter counts, and the same function once the Flax parameters are
 copied in, so the benchmark's jaxgan/PyTorch ratios compare like with like.
@@ -11,6 +12,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import torch_models as tm  # noqa: E402
 from benchmarks import torch_reference as tr  # noqa: E402
 from jaxgan.data import augment  # noqa: E402
 from jaxgan.models import (Darknet, DCGANCritic, DCGANGenerator, PatchDiscriminator,  # noqa: E402
@@ -24,30 +26,30 @@ def jax_count(model, x, **kwargs):
 
 IMG32, IMG64, Z = jnp.zeros((1, 32, 32, 3)), jnp.zeros((2, 64, 64, 3)), jnp.zeros((2, 100))
 COUNT_CASES = {
-    "darknet_notebook": (lambda: tr.Darknet((1, 2, 4, 6, 3), 10, nf=32),
+    "darknet_notebook": (lambda: tm.Darknet((1, 2, 4, 6, 3), 10, nf=32),
                          Darknet((1, 2, 4, 6, 3), 10, nf=32), IMG32, 31_410_922),
-    "darknet_small": (lambda: tr.Darknet((1, 1), 10, nf=16), Darknet((1, 1), 10, nf=16),
+    "darknet_small": (lambda: tm.Darknet((1, 1), 10, nf=16), Darknet((1, 1), 10, nf=16),
                       IMG32, None),
-    "darknet_wide": (lambda: tr.Darknet((2, 1), 7, nf=8, bottleneck=2.0, kernel_sizes=(3, 1, 3)),
+    "darknet_wide": (lambda: tm.Darknet((2, 1), 7, nf=8, bottleneck=2.0, kernel_sizes=(3, 1, 3)),
                      Darknet((2, 1), 7, nf=8, bottleneck=2.0, kernel_sizes=(3, 1, 3)), IMG32, None),
-    "wrn22": (tr.WideResNet, WideResNet(), IMG32, None),
-    "dcgan64_g": (lambda: tr.DCGANGenerator(64, 100, 3, 64, 1), DCGANGenerator(64, 100, 3, 64, 1),
+    "wrn22": (tm.WideResNet, WideResNet(), IMG32, None),
+    "dcgan64_g": (lambda: tm.DCGANGenerator(64, 100, 3, 64, 1), DCGANGenerator(64, 100, 3, 64, 1),
                   Z, 3_613_696),
-    "dcgan64_d": (lambda: tr.DCGANCritic(64, 3, 64, 1), DCGANCritic(64, 3, 64, 1), IMG64,
+    "dcgan64_d": (lambda: tm.DCGANCritic(64, 3, 64, 1), DCGANCritic(64, 3, 64, 1), IMG64,
                   2_802_560),
-    "dcgan32_g": (lambda: tr.DCGANGenerator(32, 100, 3, 64, 1), DCGANGenerator(32, 100, 3, 64, 1),
+    "dcgan32_g": (lambda: tm.DCGANGenerator(32, 100, 3, 64, 1), DCGANGenerator(32, 100, 3, 64, 1),
                   Z, None),
-    "dcgan32_d": (lambda: tr.DCGANCritic(32, 3, 64, 1), DCGANCritic(32, 3, 64, 1),
+    "dcgan32_d": (lambda: tm.DCGANCritic(32, 3, 64, 1), DCGANCritic(32, 3, 64, 1),
                   jnp.zeros((2, 32, 32, 3)), None),
-    "cyclegan_g": (tr.ResnetGenerator, ResnetGenerator(), IMG64, 11_378_179),
-    "cyclegan_d": (tr.PatchDiscriminator, PatchDiscriminator(), IMG64, 2_764_737),
+    "cyclegan_g": (tm.ResnetGenerator, ResnetGenerator(), IMG64, 11_378_179),
+    "cyclegan_d": (tm.PatchDiscriminator, PatchDiscriminator(), IMG64, 2_764_737),
 }
 
 
 @pytest.mark.parametrize("name", sorted(COUNT_CASES))
 def test_parameter_counts_equal_jaxgan(name):
   make_torch, flax_model, x, expected = COUNT_CASES[name]
-  n = tr.count_params(make_torch())
+  n = tm.count_params(make_torch())
   assert n == jax_count(flax_model, x)
   if expected is not None:
     assert n == expected
@@ -91,7 +93,7 @@ def assert_close(torch_out, jax_out, tol=1e-4):
 
 def flax_and_torch(flax_model, torch_model, x, **kwargs):
   v = random_variables(flax_model, x, **kwargs)
-  return v, tr.copy_flax_params(torch_model, v)
+  return v, tm.copy_flax_params(torch_model, v)
 
 
 def apply(model, v, x, **kwargs):
@@ -110,7 +112,7 @@ def test_darknet_computes_the_same_function(variant, train):
   kwargs = DARKNET_VARIANTS[variant]
   flax_model = Darknet((1, 2), 10, nf=8, **kwargs)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
-  v, model = flax_and_torch(flax_model, tr.Darknet((1, 2), 10, nf=8, **kwargs), x)
+  v, model = flax_and_torch(flax_model, tm.Darknet((1, 2), 10, nf=8, **kwargs), x)
   out = model.train(train)(nchw(x))
   ref, upd = jax.jit(lambda v, x: flax_model.apply(v, x, train=train, mutable=["batch_stats"]))(
       v, x)
@@ -125,7 +127,7 @@ def test_darknet_computes_the_same_function(variant, train):
 @pytest.mark.parametrize("train", [False, True])
 def test_wrn22_computes_the_same_function(train):
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
-  v, model = flax_and_torch(WideResNet(), tr.WideResNet(), x)
+  v, model = flax_and_torch(WideResNet(), tm.WideResNet(), x)
   assert_close(model.train(train)(nchw(x)), apply(WideResNet(), v, x, train=train), 1e-3)
 
 
@@ -133,11 +135,11 @@ def test_wrn22_computes_the_same_function(train):
 def test_dcgan_generator_and_critic_compute_the_same_function(isize):
   z = jax.random.normal(jax.random.PRNGKey(1), (4, 16))
   g = DCGANGenerator(isize, 16, 3, 16, 1)
-  v, tg = flax_and_torch(g, tr.DCGANGenerator(isize, 16, 3, 16, 1), z)
+  v, tg = flax_and_torch(g, tm.DCGANGenerator(isize, 16, 3, 16, 1), z)
   fake = apply(g, v, z, train=True)
   assert_close(tg.train()(torch.from_numpy(np.array(z))), fake)
   d = DCGANCritic(isize, 3, 16, 1)
-  v, td = flax_and_torch(d, tr.DCGANCritic(isize, 3, 16, 1), fake)
+  v, td = flax_and_torch(d, tm.DCGANCritic(isize, 3, 16, 1), fake)
   assert_close(td.train()(nchw(fake)), apply(d, v, fake, train=True))
 
 
@@ -148,22 +150,22 @@ def test_wgan_noise_has_nhwc_strides_in_the_channels_last_variants_only():
   the first ConvTranspose's weight gradient in NCHW where its graph expected NHWC; the eager
   baseline keeps NCHW throughout."""
   fmt = torch._prims_common.suggest_memory_format
-  cl = tr._noise(2, 8, tr.Setup("cpu", "float32", "channels_last"))
+  cl = tr._noise(2, 8, tm.Setup("cpu", "float32", "channels_last"))
   assert cl.shape == (2, 8, 1, 1) and cl.stride() == (8, 1, 8, 8)
   assert fmt(cl) == torch.channels_last
-  eager = tr._noise(2, 8, tr.Setup("cpu", "float32", "eager"))
+  eager = tr._noise(2, 8, tm.Setup("cpu", "float32", "eager"))
   assert fmt(eager) == torch.contiguous_format
-  g = tr.DCGANGenerator(16, 8, 3, 16).eval()
+  g = tm.DCGANGenerator(16, 8, 3, 16).eval()
   torch.testing.assert_close(g(cl), g(cl.reshape(2, 8)))  # the layout keeps the values
 
 
 def test_cyclegan_generator_and_discriminator_compute_the_same_function():
   x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 3), minval=-1, maxval=1)
   g = ResnetGenerator(8, 2)
-  v, tg = flax_and_torch(g, tr.ResnetGenerator(8, 2), x)
+  v, tg = flax_and_torch(g, tm.ResnetGenerator(8, 2), x)
   assert_close(tg(nchw(x)), apply(g, v, x))
   d = PatchDiscriminator(8)
-  v, td = flax_and_torch(d, tr.PatchDiscriminator(8), x)
+  v, td = flax_and_torch(d, tm.PatchDiscriminator(8), x)
   assert_close(td(nchw(x)), apply(d, v, x))
 
 
@@ -173,7 +175,7 @@ def test_crop_flip_matches_jaxgan_augmentation(mode, pad, size):
   images = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
   offsets, flips = augment.draw_crop_flip(jax.random.PRNGKey(3), 6, 12 + 2 * pad - size)
   ref = augment.crop_flip(jnp.asarray(images), offsets, flips, pad, mode, size)
-  out = tr.crop_flip_at(torch.from_numpy(images), torch.from_numpy(np.array(offsets)),
+  out = tm.crop_flip_at(torch.from_numpy(images), torch.from_numpy(np.array(offsets)),
                         torch.from_numpy(np.array(flips)), size, pad, mode)
   np.testing.assert_array_equal(out.numpy(), np.asarray(ref))
 
@@ -199,7 +201,7 @@ def test_classifier_train_step_lowers_the_loss_on_a_fixed_batch():
   colours = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
   noise = torch.randint(-30, 30, (16, 16, 16, 3))
   images = (colours[labels][:, None, None, :] + noise).clamp(0, 255).to(torch.uint8)
-  step, n_params = tr.classifier_step(config, tr.Setup("cpu", "float32", "eager"), images,
+  step, n_params = tr.classifier_step(config, tm.Setup("cpu", "float32", "eager"), images,
                                       labels)
   assert n_params == jax_count(Darknet((1,), 10, nf=8), jnp.zeros((1, 16, 16, 3)))
   losses = [float(step()) for _ in range(15)]
@@ -210,21 +212,21 @@ def test_classifier_train_step_lowers_the_loss_on_a_fixed_batch():
 def test_bfloat16_autocast_step_runs_and_keeps_float32_params():
   config = small_darknet_config(8)
   config.train_subset = 32
-  step, _ = tr.classifier_step(config, tr.Setup("cpu", "bfloat16", "channels_last"))
+  step, _ = tr.classifier_step(config, tm.Setup("cpu", "bfloat16", "channels_last"))
   assert np.isfinite(float(step()))
 
 
 def test_unknown_variant_and_model_are_refused():
   with pytest.raises(ValueError, match="variant"):
-    tr.Setup("cpu", "float32", "jit")
+    tm.Setup("cpu", "float32", "jit")
   with pytest.raises(ValueError, match="no PyTorch reference"):
-    tr.build_classifier({"name": "fastnet"})
+    tm.build_classifier({"name": "fastnet"})
 
 
 def test_wgan_step_runs_and_clips_the_critic():
   from conftest import tiny_wgan_config
   config = tiny_wgan_config("fake", train_subset=32)
-  step, n_params = tr.wgan_step(config, tr.Setup("cpu", "float32", "eager"))
+  step, n_params = tr.wgan_step(config, tm.Setup("cpu", "float32", "eager"))
   m = config.model
   g = DCGANGenerator(16, m.nz, 3, m.ngf, m.n_extra_layers)
   d = DCGANCritic(16, 3, m.ndf, m.n_extra_layers)
