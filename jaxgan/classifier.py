@@ -7,7 +7,6 @@ runs forward/backward and updates, all in one compiled program.
 """
 import dataclasses
 import functools
-import json
 import math
 import os
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import optax
 
 from jaxgan import parallel, schedules
+from jaxgan.config_checks import INF, check, check_counts, check_ranges
 from jaxgan.data import augment, epoch_permutation, load_classification_data
 from jaxgan.errors import ConfigError
 from jaxgan.loop import Task
@@ -153,6 +153,38 @@ def lookahead(state, params, batch_stats, ema_config, steps_per_epoch: int, tota
   reset = (n >= first) & (due | (n % steps_per_epoch == 0) | (n == total_steps))
   net = jax.tree_util.tree_map(lambda e, w: jnp.where(reset, e, w), ema, net)
   return net["params"], net["batch_stats"], ema
+
+
+_RANGES = (
+    ("learning_rate", 0, INF, False), ("weight_decay", 0, INF, True), ("momentum", 0, 1, True),
+    ("label_smoothing", 0, 1, True), ("bias_lr_scale", 0, INF, False),
+    ("whiten_images", 0, INF, True), ("whiten_bias_epochs", 0, INF, True),
+    ("model.bn_momentum", 0, 1, True), ("model.bn_eps", 0, INF, False),
+    ("model.bottleneck", 0, INF, False), ("model.logit_scale", 0, INF, False),
+)
+# What a family provides to the shared code (jaxgan.tasks).
+EVAL_OUTPUTS = ()
+_SCHEDULE_SHAPES = {"clr_beta": (4, "(div, pct, mom_max, mom_min)"),
+                    "clr": (4, "(div, cut_div, mom_max, mom_min)"),
+                    "triangle": (3, "(start, peak %, end)")}
+# Widths must be >= 1; numbers of blocks may be 0.
+_COUNTS = {"nf": 1, "stem": 1, "widths": 1, "num_blocks": 0, "blocks_per_group": 0}
+
+
+def validate(config) -> None:
+  """The classifier recipes' own fields (the shared ones: config_checks)."""
+  check_ranges(config, _RANGES)
+  if "augment" in config:
+    check(0 <= config.augment.pad < config.image_size,
+          f"--config.augment.pad must be in [0, image_size), got {config.augment.pad}")
+    check(config.augment.pad_mode in augment.PAD_MODES,
+          f"--config.augment.pad_mode must be one of {augment.PAD_MODES}, got "
+          f"{config.augment.pad_mode!r}")
+  kind = config.get("schedule")
+  if kind in _SCHEDULE_SHAPES:
+    length, meaning = _SCHEDULE_SHAPES[kind]
+    check(len(config[kind]) == length, f"--config.{kind} is {meaning}")
+  check_counts(config, _COUNTS)
 
 
 class ClassifierTask(Task):
@@ -390,18 +422,17 @@ def summarize_counts(c: dict) -> dict:
 
 
 def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
-                     eval_batch_size: int | None = None, eval_subset: int = -1,
-                     cache_dir: str | None = None) -> dict:
+                     batch_size: int | None = None, eval_subset: int = -1,
+                     cache_dir: str | None = None, **unused) -> tuple[dict, dict]:
   """Restore the latest checkpoint of a classifier workdir and evaluate it on
   `devices`, on the first `eval_subset` test images (-1: all).
 
-  Writes and returns `<workdir>/eval.json`: test accuracy with and without
-  flip TTA, loss, and per-class accuracy (with "not_written" if it could not
-  be saved). `cache_dir`: where decoded images are cached (`for_reader`).
+  Returns (result, files to write): test accuracy with and without flip TTA,
+  loss, and per-class accuracy; no files beside eval.json. `cache_dir`: where
+  decoded images are cached (`for_reader`).
   """
   from jaxgan.errors import WorkdirError
   from jaxgan.experiment import for_reader
-  from jaxgan.images import save_outputs
   from jaxgan.loop import restore_latest
 
   def build(config, meta):
@@ -414,8 +445,8 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
     with config.unlocked():
       if dataset:
         config.dataset = dataset
-      if eval_batch_size:
-        config.eval_batch_size = eval_batch_size
+      if batch_size:
+        config.eval_batch_size = batch_size
       # Every test image, not the training run's sample; random "fake" data has no test set,
       # so it keeps the run's count unless one is given.
       if eval_subset != -1 or str(config.dataset) != "fake":
@@ -432,9 +463,25 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
       **summarize_counts(c), "per_class_accuracy": per_class,
       "num_params": count_params(state.params),
   }
-  if jax.process_index() == 0:
-    text = json.dumps(result, indent=2).encode()
-    not_written = save_outputs(workdir, {"eval.json": lambda f: f.write(text)})
-    if not_written:
-      result["not_written"] = not_written
-  return result
+  return result, {}
+
+
+def format_report(result: dict) -> list[str]:
+  """evaluate.py's report of a classifier evaluation."""
+  translate = result.get("accuracy_translate_tta")
+  lines = [f"step {result['step']} on {result['dataset']} ({result['split']}, "
+           f"{result['num_examples']} images)",
+           f"accuracy {result['accuracy']:.4f}  with flip TTA {result['accuracy_flip_tta']:.4f}  "
+           + (f"with flip + translate TTA {translate:.4f}  " if translate is not None else "")
+           + f"loss {result['loss']:.4f}"]
+  lines += [f"  {name:>12s} {acc:.4f}" for name, acc in result["per_class_accuracy"].items()]
+  if "not_written" not in result:
+    lines.append(f"written to {os.path.join(result['workdir'], 'eval.json')}")
+  return lines
+
+
+def check_evaluation(saved, **unused) -> None:
+  """Nothing to check before a classifier evaluation loads its data."""
+
+
+TASK = ClassifierTask

@@ -36,7 +36,7 @@ def parse_flags(argv):
                   and f".{name}" in a.split("=")[0]), name)
     _exit(f"{given} is not a field of this config."
           + (f" Did you mean {hint.group(1)!r}?" if hint else "")
-          + " The fields and their defaults are listed in the README (Config fields) and in "
+          + " The fields and their defaults are listed in docs/config.md and in "
           "the config file.")
 
 

@@ -19,7 +19,6 @@ many devices share the batch. Instance norm is per image, so batches above
 """
 import collections
 import functools
-import json
 import os
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxgan import parallel
+from jaxgan.config_checks import INF, check, check_ranges
 from jaxgan.data import augment, epoch_permutation, is_path, load_domains
 from jaxgan.errors import ConfigError, DatasetError, WorkdirError
 from jaxgan.image_pool import ImagePool, init_pool, query_pool
@@ -40,6 +40,8 @@ from jaxgan.models.layers import compute_dtype
 from jaxgan.schedules import constant_then_linear
 
 GAN_MODES = ("lsgan", "vanilla")
+# What a family provides to the shared code (jaxgan.tasks).
+EVAL_OUTPUTS = ("translations.npz", "eval.png")
 DIRECTIONS = ("AtoB", "BtoA")
 LOSS_NAMES = ("G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B")
 
@@ -86,11 +88,13 @@ def _zero_where(mask, tree):
   return jax.tree_util.tree_map(lambda m, x: jnp.zeros_like(x) if m else x, mask, tree)
 
 
-def validate(config) -> None:
-  def check(ok, message):
-    if not ok:
-      raise ConfigError(message)
+_RANGES = (("lr", 0, INF, False), ("beta1", 0, 1, True), ("beta2", 0, 1, True),
+           ("load_size", 1, 8192, True))
 
+
+def validate(config) -> None:
+  """The CycleGAN recipes' own fields (the shared ones: config_checks)."""
+  check_ranges(config, _RANGES)
   check(config.gan_mode in GAN_MODES, f"--config.gan_mode={config.gan_mode!r}: use one of "
         f"{GAN_MODES}")
   check(config.image_size % 4 == 0 and config.image_size >= 8,
@@ -120,6 +124,7 @@ def validate(config) -> None:
 
 
 class CycleGANTask(Task):
+  resume_safe_fields = frozenset({"stack_networks"})
   throughput_unit = "iters"
   units_per_step = 1
   progress_keys = LOSS_NAMES
@@ -332,10 +337,10 @@ class CycleGANTask(Task):
 
 def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
                      features: str | None = None, batch_size: int | None = None,
-                     cache_dir: str | None = None) -> dict:
+                     cache_dir: str | None = None, **unused) -> tuple[dict, dict]:
   """Translate the test domains both ways with the latest checkpoint.
 
-  Writes `<workdir>/eval.json` (mean L1 of the cycle reconstructions and of
+  Returns (result, files to write): the result (mean L1 of the cycle reconstructions and of
   the identity mappings, in [-1, 1] pixel units; per direction the Frechet
   distance and KID of the translations against the target domain's real test
   images in the feature space `features` (default: pixels), beside the same
@@ -344,13 +349,12 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   assigned to the target domain (with a domain classifier, also its accuracy
   on the real test images)), `translations.npz` (uint8 fake_B of every test
   A, fake_A of every test B) and `eval.png` (real / fake / reconstruction
-  grids); files that cannot be saved are listed under "not_written". Decoded
-  images are cached in `cache_dir` (`for_reader`).
+  grids). Decoded images are cached in `cache_dir` (`for_reader`).
   """
   from jaxgan.experiment import for_reader
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import translation_report
-  from jaxgan.images import png_writer, save_outputs
+  from jaxgan.images import png_writer
   from jaxgan.loop import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
@@ -401,15 +405,10 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
             "identity_l1_A": err(idt_a, real_b), "identity_l1_B": err(idt_b, real_a),
             "translations": os.path.join(workdir, "translations.npz"),
             "grid": os.path.join(workdir, "eval.png"), **metrics}
-  if jax.process_index() == 0:
-    text = json.dumps(result, indent=2).encode()
-    not_written = save_outputs(workdir, {
-        "translations.npz": lambda f: np.savez_compressed(f, fake_b=fake_b, fake_a=fake_a),
-        "eval.png": png_writer(task.cycle_grid(state, real_a[:8], real_b[:8])),
-        "eval.json": lambda f: f.write(text)})
-    if not_written:
-      result["not_written"] = not_written
-  return result
+  grid = task.cycle_grid(state, real_a[:8], real_b[:8])
+  return result, {
+      "translations.npz": lambda f: np.savez_compressed(f, fake_b=fake_b, fake_a=fake_a),
+      "eval.png": png_writer(grid)}
 
 
 def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
@@ -588,3 +587,41 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   bar.close()
   return {"step": step, "source": source, "direction": None if weights else direction,
           "written": len(written), "skipped": skipped, "output_dir": os.path.abspath(output_dir)}
+
+
+def format_report(result: dict) -> list[str]:
+  """evaluate.py's report of a CycleGAN evaluation."""
+  from jaxgan.gan_metrics import plus_minus
+  lines = [f"step {result['step']} on {result['dataset']} ({result['split']}: "
+           f"{result['num_a']} A, {result['num_b']} B images)",
+           f"cycle L1  A->B->A {result['cycle_l1_A']:.4f}  B->A->B {result['cycle_l1_B']:.4f}",
+           f"identity L1  G_A(B) {result['identity_l1_A']:.4f}  "
+           f"G_B(A) {result['identity_l1_B']:.4f}",
+           f"in feature space {result['feature_space']} "
+           f"({result['feature_space_description']}):"]
+  for d in ("AtoB", "BtoA"):
+    r, target = result[d], d[-1]
+    floor = ("real_baseline_frechet_distance" in r and
+             f"; real {target} train vs test: {r['real_baseline_frechet_distance']:.4g}")
+    floor_kid = "real_baseline_kid" in r and f"; real: {r['real_baseline_kid']:.4g}"
+    lines.append(f"  {d}: Frechet distance {r['frechet_distance']:.4g} (untranslated: "
+                 f"{r['identity_baseline_frechet_distance']:.4g}{floor or ''}), KID "
+                 f"{r['kid']:.4g}{plus_minus(r['kid_std'])} (untranslated: "
+                 f"{r['identity_baseline_kid']:.4g}{floor_kid or ''})")
+    if "target_class" in r:
+      share = r["target_class_share"]
+      lines.append(f"    classified as {r['target_class']!r}: translated "
+                   f"{share['translated']:.1%}, untranslated {share['untranslated']:.1%}, "
+                   f"real target {share['real_target']:.1%}")
+  if "classifier_accuracy" in result:
+    lines.append(f"  domain classifier accuracy on these real test images: "
+                 f"{result['classifier_accuracy']:.1%}")
+  lines.append(f"translations in {result['translations']}, grid {result['grid']}")
+  return lines
+
+
+def check_evaluation(saved, **unused) -> None:
+  """Nothing to check before a CycleGAN evaluation loads its data."""
+
+
+TASK = CycleGANTask

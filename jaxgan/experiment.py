@@ -5,7 +5,6 @@ import functools
 import importlib
 import importlib.util
 import json
-import math
 import os
 import pkgutil
 import re
@@ -14,155 +13,21 @@ import sys
 
 import jax
 
-from jaxgan import parallel
-from jaxgan.data import LABELS
-from jaxgan.data.augment import PAD_MODES
+from jaxgan import parallel, tasks
+from jaxgan.config_checks import check as _check, validate_run_fields
 from jaxgan.errors import ConfigError
-from jaxgan.models.layers import COMPUTE_DTYPES
-from jaxgan.loop import (WorkdirLock, check_same_config_on_all_hosts, prepare_workdir, run,
-                         skips_nonfinite)
-
-
-def _check(ok: bool, message: str) -> None:
-  if not ok:
-    raise ConfigError(message)
-
-
-# Widths must be >= 1; numbers of blocks or extra layers may be 0.
-_MODEL_COUNTS = {"nf": 1, "ngf": 1, "ndf": 1, "nz": 1, "stem": 1, "widths": 1, "n_layers_d": 1,
-                 "num_blocks": 0, "n_blocks": 0, "n_extra_layers": 0, "blocks_per_group": 0}
-
-
-def _check_counts(field: str, value, minimum: int) -> None:
-  """An int (or a tuple of ints) that is at least `minimum`."""
-  values = value if isinstance(value, (tuple, list)) else (value,)
-  ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
-  kind = "whole numbers" if isinstance(value, (tuple, list)) else "a whole number"
-  _check(ok and len(values) > 0, f"--config.{field} must be {kind} >= {minimum}, got {value!r}")
-
-
-# (field, lowest, highest, whether the lowest is allowed) for numeric fields any recipe may
-# have; a field a recipe lacks is not checked. Upper bounds are where a value stops making
-# sense or would overflow (seeds and step counts are 32-bit on the device).
-_RANGES = (
-    ("seed", 0, 2**31 - 2, True), ("image_size", 1, 8192, True), ("load_size", 1, 8192, True),
-    ("num_grid_samples", 1, 4096, True), ("iters_per_epoch", 1, 2**31 - 1, True),
-    ("learning_rate", 0, float("inf"), False), ("lr", 0, float("inf"), False),
-    ("lr_g", 0, float("inf"), False), ("lr_d", 0, float("inf"), False),
-    ("weight_decay", 0, float("inf"), True), ("momentum", 0, 1, True),
-    ("beta1", 0, 1, True), ("beta2", 0, 1, True), ("clip", 0, float("inf"), False),
-    ("gp_weight", 0, float("inf"), True), ("critic_warmup_iters", 0, 2**31 - 1, True),
-    ("label_smoothing", 0, 1, True), ("bias_lr_scale", 0, float("inf"), False),
-    ("whiten_images", 1, 2**31 - 1, True), ("whiten_bias_epochs", 0, 2**31 - 1, True),
-    ("model.bn_momentum", 0, 1, True), ("model.bn_eps", 0, float("inf"), False),
-    ("model.bottleneck", 0, float("inf"), False), ("model.logit_scale", 0, float("inf"), False),
-)
-
-
-def _lookup(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    if not hasattr(node, "keys") or part not in node:
-      return None
-    node = node[part]
-  return node
-
-
-def _check_ranges(config) -> None:
-  for field, low, high, low_ok in _RANGES:
-    value = _lookup(config, field)
-    if value is None:
-      continue
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    inside = number and (value >= low if low_ok else value > low) and value <= high
-    if high != float("inf"):
-      bound = f"in {'[' if low_ok else '('}{low}, {high:,}]"
-    else:
-      bound = f">= {low}" if low_ok else "positive" if low == 0 else f"> {low}"
-    _check(inside and value == value, f"--config.{field} must be {bound}, got {value!r}")
+from jaxgan.loop import WorkdirLock, check_same_config_on_all_hosts, prepare_workdir, run
 
 
 def validate_config(config, num_devices_total: int) -> None:
-  """Reject values that cannot work, naming the field and the fix."""
-  _check_ranges(config)
-  _check(config.batch_size > 0, f"--config.batch_size must be positive, got {config.batch_size}")
-  _check(config.batch_size % num_devices_total == 0,
-         f"--config.batch_size={config.batch_size} does not split evenly over "
-         f"{num_devices_total} devices; use a multiple of {num_devices_total} "
-         "(or choose devices with --config.num_devices)")
-  _check(config.num_epochs > 0, f"--config.num_epochs must be positive, got {config.num_epochs}")
-  _check(config.num_train_steps == -1 or config.num_train_steps >= 1,
-         f"--config.num_train_steps must be -1 (from epochs) or >= 1, got "
-         f"{config.num_train_steps}")
-  _check(config.dtype in COMPUTE_DTYPES,
-         f"--config.dtype={config.dtype!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}")
-  _check(config.image_size >= 1, f"--config.image_size must be >= 1, got {config.image_size}")
-  _check(config.log_every_steps >= 1,
-         f"--config.log_every_steps must be >= 1, got {config.log_every_steps}")
-  skips_nonfinite(config)  # a bad on_nonfinite value fails here, before any data is read
-  _check(config.get("bad_images", "skip") in ("skip", "stop"),
-         f"--config.bad_images={config.get('bad_images')!r}: use 'skip' (warn with a count) or "
-         "'stop' (refuse a folder with unreadable files)")
-  _check(config.get("labels", "folders") in LABELS,
-         f"--config.labels={config.get('labels')!r}: use one of {LABELS}")
-  if config.get("labels") == "domains":
-    _check(len(config.train_splits) == 2 and len(config.test_splits) == 2,
-           "--config.train_splits and --config.test_splits each name the two domains, e.g. "
-           "('trainA', 'trainB') and ('testA', 'testB')")
-  if "held_out" in config:
-    _check(config.held_out >= 0, f"--config.held_out must be >= 0, got {config.held_out}")
-  for field in ("train_subset", "eval_subset"):
-    if field in config:
-      _check(config[field] == -1 or config[field] >= 1,
-             f"--config.{field} must be -1 (all images) or >= 1, got {config[field]}")
-  if "eval_batch_size" in config:
-    _check(config.eval_batch_size >= 1,
-           f"--config.eval_batch_size must be >= 1, got {config.eval_batch_size}")
-  for field in ("eval_every_epochs", "checkpoint_every_epochs", "sample_every_steps"):
-    if field in config:
-      _check(config[field] >= 0, f"--config.{field} must be >= 0 (0: only at the end of "
-             f"training), got {config[field]}")
-  _check(config.keep_checkpoints >= 1,
-         f"--config.keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
-  if "augment" in config:
-    _check(0 <= config.augment.pad < config.image_size,
-           f"--config.augment.pad must be in [0, image_size), got {config.augment.pad}")
-    _check(config.augment.pad_mode in PAD_MODES,
-           f"--config.augment.pad_mode must be one of {PAD_MODES}, got {config.augment.pad_mode!r}")
-  if config.get("schedule") == "clr_beta":
-    _check(len(config.clr_beta) == 4, "--config.clr_beta is (div, pct, mom_max, mom_min)")
-  if config.get("schedule") == "clr":
-    _check(len(config.clr) == 4, "--config.clr is (div, cut_div, mom_max, mom_min)")
-  if config.get("schedule") == "triangle":
-    _check(len(config.triangle) == 3, "--config.triangle is (start, peak %, end)")
-  if config.get("task", "classifier") == "classifier":
-    _check(config.learning_rate > 0,
-           f"--config.learning_rate must be positive, got {config.learning_rate}")
-    _check(config.weight_decay >= 0,
-           f"--config.weight_decay must be >= 0, got {config.weight_decay}")
-  for field in ("lr_g", "lr_d", "clip", "gp_weight"):
-    if field in config:
-      _check(config[field] > 0, f"--config.{field} must be positive, got {config[field]}")
-  if "whiten_images" in config:
-    _check(config.whiten_images >= 0,
-           f"--config.whiten_images must be >= 0 (0: no whitening), got {config.whiten_images}")
-  for field, minimum in _MODEL_COUNTS.items():
-    if field in config.get("model", {}):
-      _check_counts(f"model.{field}", config.model[field], minimum)
+  """Reject values that cannot work, naming the field and the fix: the shared fields, then
+  the family's own."""
+  validate_run_fields(config, num_devices_total)
+  tasks.of(config).validate(config)
 
 
 def build_task(config, devices, **kwargs):
-  task = config.get("task", "classifier")
-  if task == "classifier":
-    from jaxgan.classifier import ClassifierTask
-    return ClassifierTask(config, devices, **kwargs)
-  if task == "wgan":
-    from jaxgan.wgan import WGANTask
-    return WGANTask(config, devices, **kwargs)
-  if task == "cyclegan":
-    from jaxgan.cyclegan import CycleGANTask
-    return CycleGANTask(config, devices, **kwargs)
-  raise ConfigError(f"--config.task={task!r} is unknown; use 'classifier', 'wgan' or 'cyclegan'")
+  return tasks.of(config).TASK(config, devices, **kwargs)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -206,11 +71,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
 #   own cache; the file's "none" is kept, as it only turns writing off.
 # A reader prints one line naming what it did not apply and the flags that would.
 # Fields such as distributed, num_devices and the training intervals are not used.
-TASKS = ("classifier", "wgan", "cyclegan")
-# What evaluate.py writes into a workdir (the evaluate_workdir functions), by task.
-_EVAL_OUTPUTS = {"classifier": ("eval.json",),
-                 "wgan": ("samples.npz", "samples.png", "memorisation.png", "eval.json"),
-                 "cyclegan": ("translations.npz", "eval.png", "eval.json")}
 _OFF = ("none", "off", "false")
 
 
@@ -332,9 +192,9 @@ def _read_workdir(workdir: str, program: str, xla_flags: str = "", compilation_c
   saved = load_config(workdir)
   path = os.path.join(workdir, "config.json")
   task = saved.get("task", "classifier")
-  if task not in TASKS:
-    raise ConfigError(f"{path}: field 'task' is {task!r}; jaxgan's tasks are {', '.join(TASKS)}."
-                      " The file was changed after training, or is not a jaxgan config; "
+  if task not in tasks.NAMES:
+    raise ConfigError(f"{path}: field 'task' is {task!r}; jaxgan's tasks are "
+                      f"{', '.join(tasks.NAMES)}. The file was changed after training, or is not a jaxgan config; "
                       "restore it from a backup, or train again.")
   _check_saved_types(saved.to_dict(), task, path)
   parallel.use_xla_flags(xla_flags, strict=False, flag="--xla_flags")
@@ -368,36 +228,10 @@ def _all_keys(tree: dict) -> set:
   return set(tree) | {k for v in tree.values() if isinstance(v, dict) for k in _all_keys(v)}
 
 
-def _sample_bytes(num_samples: int, image_size: int) -> int:
-  """Memory the WGAN evaluation of `num_samples` samples needs, roughly: their pairwise
-  feature distances (n x n float64, and masks of them), and per sample its pixels as
-  generated (float32, a few copies) and kept (uint8) and its features (up to 32x32x3
-  float64, with their distance rows)."""
-  return 10 * num_samples ** 2 + num_samples * (20 * image_size ** 2 * 3 + 100_000)
-
-
-def _check_num_samples(num_samples: int, image_size: int) -> None:
-  try:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  except (ValueError, OSError, AttributeError):  # not a POSIX system: assume 16 GiB
-    memory = 16 * 2 ** 30
-  need = _sample_bytes(num_samples, image_size)
-  if need <= memory:
-    return
-  b = _sample_bytes(1, image_size) - 10  # the linear term's factor
-  most = int((-b + math.sqrt(b * b + 40 * memory)) / 20)
-  raise ConfigError(f"--num_samples={num_samples:,} needs about {need / 2 ** 30:,.0f} GiB of "
-                    f"memory (the diversity metric compares every pair of samples, and each "
-                    f"{image_size}x{image_size} sample is kept), more than this machine's "
-                    f"{memory / 2 ** 30:.0f} GiB; use at most {most:,} here (the default is "
-                    "1,000).")
-
-
-def _check_can_write_results(workdir: str, task: str) -> None:
+def _check_can_write_results(workdir: str, names: tuple) -> None:
   """Before any work: evaluate.py's results can be saved in the workdir, and nothing there
   (a planted link, a folder) stands where they go."""
   from jaxgan.images import check_output_paths, check_writable
-  names = _EVAL_OUTPUTS[task]
   check_writable(workdir, f"evaluate.py saves its results there ({', '.join(names)}). Make it "
                  f"writable, or evaluate a copy (cp -r {workdir} <a writable folder>).")
   check_output_paths(workdir, names)
@@ -426,23 +260,27 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   _check(eval_subset == -1 or eval_subset >= 1,
          f"--eval_subset must be -1 (every test image) or >= 1, got {eval_subset}")
   task, saved = _read_workdir(workdir, "evaluate.py", xla_flags, compilation_cache, cache_dir)
-  if task == "wgan":
-    _check_num_samples(num_samples, saved.image_size)
-  _check_can_write_results(workdir, task)
+  family = tasks.family(task)
+  family.check_evaluation(saved, num_samples=num_samples)
+  _check_can_write_results(workdir, family.EVAL_OUTPUTS + ("eval.json",))
   devices = parallel.local_devices(num_devices, "--num_devices")
   with _missing_fields_named(workdir, saved, task):
-    if task == "classifier":
-      from jaxgan.classifier import evaluate_workdir
-      return evaluate_workdir(workdir, dataset=dataset, devices=devices,
-                              eval_batch_size=eval_batch_size, eval_subset=eval_subset,
-                              cache_dir=cache_dir)
-    if task == "wgan":
-      from jaxgan.wgan import evaluate_workdir
-      return evaluate_workdir(workdir, num_samples=num_samples, devices=devices, dataset=dataset,
-                              features=features, batch_size=eval_batch_size, cache_dir=cache_dir)
-    from jaxgan.cyclegan import evaluate_workdir
-    return evaluate_workdir(workdir, dataset=dataset, devices=devices, features=features,
-                            batch_size=eval_batch_size, cache_dir=cache_dir)
+    result, files = family.evaluate_workdir(
+        workdir, devices, dataset=dataset, batch_size=eval_batch_size, cache_dir=cache_dir,
+        features=features, num_samples=num_samples, eval_subset=eval_subset)
+  return _save_evaluation(workdir, {"task": task, **result}, files)
+
+
+def _save_evaluation(workdir: str, result: dict, files: dict) -> dict:
+  """Process 0 writes a family's files and `eval.json` (the result) into the workdir; what
+  cannot be written is listed in the returned result under "not_written"."""
+  from jaxgan.images import save_outputs
+  if jax.process_index() == 0:
+    text = json.dumps(result, indent=2).encode()
+    not_written = save_outputs(workdir, {**files, "eval.json": lambda f: f.write(text)})
+    if not_written:
+      result["not_written"] = not_written
+  return result
 
 
 def translate(input_path: str, output_dir: str, workdir: str | None = None,

@@ -271,3 +271,47 @@ def translation_report(space, fake: np.ndarray, real_target: np.ndarray, source:
                                     "untranslated": float(np.mean(psrc == target)),
                                     "real_target": float(np.mean(pr == target))}
   return report
+
+
+def plus_minus(std) -> str:
+  """" +- std" of a KID, or a note where one estimate on all images has no spread."""
+  return " (one estimate on all images)" if std != std else f" +- {std:.2g}"
+
+
+def format_unconditional_report(r: dict) -> list[str]:
+  """The lines evaluate.py prints for an `unconditional_report` (a WGAN's evaluation)."""
+  lines = [f"step {r['step']}: {r['num_samples']} samples vs {r['num_held_out']} held-out and "
+           f"{r['num_train']} training images; reference set: {r['reference']}",
+           f"feature space {r['feature_space']}: {r['feature_space_description']}"]
+  if "held_out_images" in r:
+    lines.append(f"held-out images: {r['held_out_images']}")
+  floor = "real_baseline_frechet_distance" in r and (
+      f"   (real training images in their place: {r['real_baseline_frechet_distance']:.4g}, "
+      f"KID {r['real_baseline_kid']:.4g})")
+  lines.append(f"  Frechet distance {r['frechet_distance']:.4g}   KID {r['kid']:.4g}"
+               f"{plus_minus(r['kid_std'])}{floor or ''}")
+  d = r["diversity"]
+  lines.append(f"  diversity: mean pairwise distance {d['mean_pairwise_distance']:.4g} vs real "
+               f"{d['real_mean_pairwise_distance']:.4g} (ratio {d['diversity_ratio']:.3f}); "
+               f"near-duplicate samples {d['near_duplicate_fraction']:.1%} "
+               f"({d['near_duplicate_pairs']} pairs)")
+  if "class_coverage" in r:
+    c, h = r["class_coverage"], r["held_out_class_coverage"]
+    lines.append(f"  classes: {c['classes_covered']}/{c['num_classes']} covered, entropy "
+                 f"{c['class_entropy']:.3f} (held-out {h['class_entropy']:.3f}, max "
+                 f"{c['max_class_entropy']:.3f}); histogram {c['class_histogram']}")
+  for key, name in (("memorisation", "features"), ("memorisation_pixels", "pixels")):
+    if key not in r:
+      lines.append("  memorisation: not measurable without held-out images")
+      break
+    m = r[key]
+    lines.append(f"  memorisation ({name}): median distance to nearest training image "
+                 f"{m['sample_to_train_median']:.4g} (held-out real "
+                 f"{m['held_out_to_train_median']:.4g}); samples closer than 99% of held-out: "
+                 f"{m['copy_fraction']:.1%}")
+  flags = r["flags"]
+  memo = {True: "YES", False: "no", None: "not measured"}[flags["memorisation"]]
+  lines.append(f"  flags: mode collapse {'YES' if flags['mode_collapse'] else 'no'}, "
+               f"memorisation {memo}")
+  lines.append(f"samples in {r['samples']}, grids {r['grid']} and {r['memorisation_grid']}")
+  return lines

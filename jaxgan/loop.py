@@ -37,8 +37,8 @@ RESUME_SAFE_FIELDS = frozenset({
     "num_epochs", "num_train_steps", "log_every_steps", "eval_every_epochs",
     "checkpoint_every_epochs", "keep_checkpoints", "progress_bar", "sample_every_steps",
     "num_grid_samples", "num_devices", "distributed", "dataset", "tfds_data_dir", "download",
-    "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits", "critic_loop",
-    "bad_images", "on_nonfinite", "compilation_cache", "xla_flags", "stack_networks"})
+    "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits",
+    "bad_images", "on_nonfinite", "compilation_cache", "xla_flags"})
 
 
 class Task:
@@ -59,6 +59,7 @@ class Task:
   units_per_step: int = 1
   progress_keys: tuple = ("loss", "accuracy")
   donate_state: bool = True
+  resume_safe_fields: frozenset = frozenset()  # beside RESUME_SAFE_FIELDS
 
   def __init__(self, config, devices):
     self.config = config
@@ -263,29 +264,32 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_differences(saved: dict, new: dict) -> list[str]:
-  """`field: saved -> new` for every field that differs and is not resume-safe.
+def config_differences(saved: dict, new: dict, safe: frozenset = RESUME_SAFE_FIELDS
+                       ) -> list[str]:
+  """`field: saved -> new` for every field that differs and is not in `safe`.
 
   Fields only one side has (a newer jaxgan added or dropped them) are not
   differences.
   """
   a, b = _flatten(saved), _flatten(json.loads(json.dumps(new)))
   return [f"{k}: {a[k]!r} (saved) -> {b[k]!r}" for k in sorted(a.keys() & b.keys())
-          if a[k] != b[k] and k not in RESUME_SAFE_FIELDS]
+          if a[k] != b[k] and k not in safe]
 
 
-def check_resumable(config, workdir: str) -> None:
-  """Refuse to resume a workdir with a config that changes the model, data or recipe."""
+def check_resumable(config, workdir: str, family_fields: frozenset = frozenset()) -> None:
+  """Refuse to resume a workdir with a config that changes the model, data or recipe;
+  `family_fields`: the task's own resume-safe fields."""
   path = os.path.join(workdir, "config.json")
   saved = read_saved_config(workdir)
   if saved is None:
     return
-  diffs = config_differences(saved, config.to_dict())
+  safe = RESUME_SAFE_FIELDS | family_fields
+  diffs = config_differences(saved, config.to_dict(), safe)
   if diffs:
     raise ConfigError(
         f"{workdir} holds a run trained with a different config, so it cannot be resumed with "
         "this one: " + "; ".join(diffs) + ". Use a new --workdir, or the saved values (in "
-        f"{path}). Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}.")
+        f"{path}). Fields that may change on resume: {', '.join(sorted(safe))}.")
 
 
 # Where each host finds its data and keeps its caches may differ; all else must match.
@@ -429,7 +433,7 @@ def run(task: Task, config, workdir: str, devices) -> dict:
 
   try:
     if ckpt.all_steps():
-      check_resumable(config, workdir)
+      check_resumable(config, workdir, task.resume_safe_fields)
     fresh = task.init_state(jax.random.PRNGKey(config.seed))
     state, meta, start = ckpt.restore_latest_good(fresh)
     if start is None:

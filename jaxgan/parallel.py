@@ -26,7 +26,7 @@ def maybe_initialize_distributed(enabled: bool) -> None:
 
   On TPU pods and SLURM/Open MPI clusters the coordinator is found from the
   environment; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID (see the README's multi-host section). JAX itself reads only
+  JAX_PROCESS_ID (see docs/multihost.md). JAX itself reads only
   the first of those three, so the other two are passed on here.
   """
   if not enabled or jax.distributed.is_initialized():

@@ -18,7 +18,7 @@ training mode too (batch statistics of the sample batch), as the reference
 draws its grids.
 """
 import functools
-import json
+import math
 import os
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxgan import parallel
+from jaxgan.config_checks import INF, INT32_MAX, check, check_counts, check_ranges
 from jaxgan.data import epoch_permutation, load_gan_images, load_gan_split
 from jaxgan.errors import ConfigError, DatasetError
 from jaxgan.images import from_uint8, make_grid, to_uint8
@@ -37,6 +38,8 @@ from jaxgan.models.dcgan import DCGANCritic, DCGANGenerator, check_isize
 from jaxgan.models.layers import compute_dtype
 
 LOSSES = ("wgan", "wgan_gp")
+# What a family provides to the shared code (jaxgan.tasks).
+EVAL_OUTPUTS = ("samples.npz", "samples.png", "memorisation.png")
 
 
 class GANState(flax.struct.PyTreeNode):
@@ -92,21 +95,34 @@ def make_optimizers(config):
   return make(config.lr_g), make(config.lr_d)
 
 
+_RANGES = (
+    ("lr_g", 0, INF, False), ("lr_d", 0, INF, False), ("clip", 0, INF, False),
+    ("gp_weight", 0, INF, False), ("iters_per_epoch", 1, INT32_MAX, True),
+    ("critic_iters", 1, INF, True), ("critic_iters_boost", 1, INF, True),
+    ("critic_boost_every", 1, INF, True), ("critic_warmup_iters", 0, INF, True),
+)
+_COUNTS = {"nz": 1, "ngf": 1, "ndf": 1, "n_extra_layers": 0}
+
+
+def validate(config) -> None:
+  """The WGAN recipes' own fields (the shared ones: config_checks)."""
+  check(config.loss in LOSSES, f"--config.loss={config.loss!r}: use one of {LOSSES}")
+  try:
+    check_isize(config.image_size)
+  except ValueError as e:
+    raise ConfigError(f"--config.image_size: {e}") from None
+  check_ranges(config, _RANGES)
+  check_counts(config, _COUNTS)
+
+
 class WGANTask(Task):
+  resume_safe_fields = frozenset({"critic_loop"})
   throughput_unit = "gen_iters"
   units_per_step = 1
   progress_keys = ("loss_d", "loss_g", "d_real", "d_fake")
 
   def __init__(self, config, devices, train: bool = True):
-    if config.loss not in LOSSES:
-      raise ConfigError(f"--config.loss={config.loss!r}: use one of {LOSSES}")
-    try:
-      check_isize(config.image_size)
-    except ValueError as e:
-      raise ConfigError(f"--config.image_size: {e}") from None
-    for field in ("critic_iters", "critic_iters_boost", "critic_boost_every"):
-      if config[field] < 1:
-        raise ConfigError(f"--config.{field} must be >= 1, got {config[field]}")
+    validate(config)
     super().__init__(config, devices)
     self.gp = config.loss == "wgan_gp"
     dtype = compute_dtype(config.dtype)
@@ -298,12 +314,12 @@ class WGANTask(Task):
       n = batch["index"].shape[1]
       while len(ks) < n:
         ks.append(parallel.replicate(np.int32(len(ks)), devices))
-      skipped, first = 0.0, self.critic_steps_done
+      skipped, first, metrics = 0.0, self.critic_steps_done, None
       for k in range(first, n):
         if k > first and self.stop_requested():
           self.critic_steps_done = k
           return state, None
-        if k - first >= 2:  # at most two queued: a stop waits for one critic step, not all
+        if metrics is not None:  # at most two queued: a stop waits for one critic step
           jax.block_until_ready(metrics)
         state, metrics = p_critic(state, batch, ks[k])
         skipped = skipped + metrics.pop("skipped", 0.0)
@@ -337,24 +353,52 @@ class WGANTask(Task):
     writer.write_image(step, "samples", grid, f"samples/step_{step:07d}.png")
 
 
+def _sample_bytes(num_samples: int, image_size: int) -> int:
+  """Memory the WGAN evaluation of `num_samples` samples needs, roughly: their pairwise
+  feature distances (n x n float64, and masks of them), and per sample its pixels as
+  generated (float32, a few copies) and kept (uint8) and its features (up to 32x32x3
+  float64, with their distance rows)."""
+  return 10 * num_samples ** 2 + num_samples * (20 * image_size ** 2 * 3 + 100_000)
+
+
+def check_evaluation(saved, num_samples: int = 1000, **unused) -> None:
+  """Before evaluate.py loads anything: the samples asked for fit in this machine's memory."""
+  image_size = saved.image_size
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):  # not a POSIX system: assume 16 GiB
+    memory = 16 * 2 ** 30
+  need = _sample_bytes(num_samples, image_size)
+  if need <= memory:
+    return
+  b = _sample_bytes(1, image_size) - 10  # the linear term's factor
+  most = int((-b + math.sqrt(b * b + 40 * memory)) / 20)
+  raise ConfigError(f"--num_samples={num_samples:,} needs about {need / 2 ** 30:,.0f} GiB of "
+                    f"memory (the diversity metric compares every pair of samples, and each "
+                    f"{image_size}x{image_size} sample is kept), more than this machine's "
+                    f"{memory / 2 ** 30:.0f} GiB; use at most {most:,} here (the default is "
+                    "1,000).")
+
+
 def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
                      dataset: str | None = None, features: str | None = None,
                      batch_size: int | None = None, held_out_split: str | None = None,
-                     max_train: int = 10000, cache_dir: str | None = None) -> dict:
+                     max_train: int = 10000, cache_dir: str | None = None,
+                     **unused) -> tuple[dict, dict]:
   """Sample a trained WGAN and measure the samples.
 
-  Writes `<workdir>/samples.npz` (uint8), `samples.png` (grid), `eval.json`
+  Returns (result, files to write): `samples.npz` (uint8), `samples.png` (grid)
   and `memorisation.png` (the 8 samples nearest to a training image, each
   beside it). Metrics (`jaxgan.gan_metrics.unconditional_report`) use the
   feature space `features` (default: pixels) against the held-out split
   (`test` unless given) and up to `max_train` training images of `dataset`
   (default: the training run's); decoded images are cached in `cache_dir`
-  (`for_reader`). Files that cannot be saved are listed under "not_written".
+  (`for_reader`).
   """
   from jaxgan.experiment import for_reader
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import unconditional_report
-  from jaxgan.images import png_writer, save_outputs
+  from jaxgan.images import png_writer
   from jaxgan.loop import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: WGANTask(config, devices, train=False))
@@ -382,12 +426,15 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
             "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
             "grid": os.path.join(workdir, "samples.png"),
             "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
-  if jax.process_index() == 0:
-    text = json.dumps(result, indent=2).encode()
-    not_written = save_outputs(workdir, {
-        "samples.npz": lambda f: np.savez_compressed(f, images=samples),
-        "samples.png": png_writer(make_grid(samples[:64])),
-        "memorisation.png": png_writer(pairs), "eval.json": lambda f: f.write(text)})
-    if not_written:
-      result["not_written"] = not_written
-  return result
+  return result, {"samples.npz": lambda f: np.savez_compressed(f, images=samples),
+                  "samples.png": png_writer(make_grid(samples[:64])),
+                  "memorisation.png": png_writer(pairs)}
+
+
+def format_report(r: dict) -> list[str]:
+  """evaluate.py's report of a WGAN evaluation."""
+  from jaxgan.gan_metrics import format_unconditional_report
+  return format_unconditional_report(r)
+
+
+TASK = WGANTask
