@@ -9,7 +9,7 @@ averaging from epoch 3, and flip + translate test-time augmentation. Data and
 augmentation stay on the device; every trick is a field below.
 
     python train.py --config configs/cifar10_fast.py --workdir runs/fast
-    python benchmarks/time_to_accuracy.py --config configs/cifar10_fast.py \
+    python -m benchmarks.time_to_accuracy --config configs/cifar10_fast.py \
         --dataset ../shared/data/cifar10-jpeg75.tar.xz --target 0.94 --seeds 5
 
 Expected: airbench94 reports 94.01% mean (accuracy_translate_tta) in 3.83 s on

@@ -10,7 +10,7 @@ where the original kept them per GPU), in bfloat16.
 
 Expected: >= 94% test accuracy on the original CIFAR-10 around epoch 42.
 On one H100 (2026-11-27) the bfloat16 step ran 36,390 images/s at batch 512
-(benchmarks/train_throughput.py --preset wrn22; this recipe's batch is 1024,
+(python -m benchmarks.train_throughput --preset wrn22; this recipe's batch is 1024,
 not yet measured): 50 epochs at that rate would be about 70 s of steps.
 """
 import ml_collections

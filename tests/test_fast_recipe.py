@@ -1,8 +1,6 @@
 """configs/cifar10_fast.py: FastNet, whitening, airbench's optimiser groups, Lookahead,
 alternating flips, translate TTA, fractional epochs, time_to_accuracy."""
 import math
-import os
-import sys
 import types
 
 import jax
@@ -17,7 +15,6 @@ from jaxgan.classifier import cross_entropy, lookahead, make_optimizer, param_gr
 from jaxgan.models import FastNet, count_params
 from jaxgan.models.layers import Conv, identity_init
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 
 def fastnet_params(widths=(64, 256, 256), shapes_only=False):
@@ -249,7 +246,7 @@ def test_fast_recipe_learns_real_cifar10(shared_cifar, cache_dir, tmp_path):
 
 
 def test_time_to_accuracy_reports_the_first_epoch_that_reaches_the_target(image_folder16):
-  from time_to_accuracy import default_metric, time_to_accuracy
+  from benchmarks.time_to_accuracy import default_metric, time_to_accuracy
   config = tiny_fast_config(image_folder16)
   assert default_metric(config) == "accuracy_translate_tta"
   lines = []
