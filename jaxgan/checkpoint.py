@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from jaxgan import parallel
 from jaxgan.errors import ConfigError, WorkdirError
+from jaxgan.workdir import load_config
 
 PyTree = Any
 KERNEL_LAYOUT = {"conv_kernel_layout": "out,kh,kw,in"}
@@ -306,3 +307,28 @@ def _shape_mismatch(step: int, raw: PyTree, target: PyTree) -> str:
           f"builds ({len(want)} arrays; {example}). The "
           "config differs from the one the run was trained with: use a new --workdir, or the "
           "saved values (see config.json in the workdir).")
+
+
+def restore_latest(workdir: str, build_task: Callable) -> tuple:
+  """For evaluation: (config, task, state, step) of a workdir's latest checkpoint.
+
+  `build_task(config, meta)` makes the task from the saved config and the
+  checkpoint's metadata; the state is unreplicated.
+  """
+  config = load_config(workdir)
+  # Read-only: a trainer may be writing this workdir right now (evaluating a live run is
+  # natural), so the reader never tidies, moves or deletes its files.
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    if ckpt.latest_step() is None:
+      raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
+                         f"--workdir {workdir}")
+    task = build_task(config, ckpt.newest_readable_meta())
+    state, _, step = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(0)))
+    if state is None:
+      raise WorkdirError(f"no checkpoint under {ckpt.directory} can be read (see the warnings "
+                         "above); train again, or evaluate a copy of the run.")
+  finally:
+    ckpt.close()
+  # The restore target was built on the host CPU (parallel.on_host); evaluate on a device.
+  return config, task, jax.device_put(state, task.devices[0]), step

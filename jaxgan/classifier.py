@@ -433,7 +433,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   """
   from jaxgan.errors import WorkdirError
   from jaxgan.experiment import for_reader
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
 
   def build(config, meta):
     if "data_stats" not in meta:  # every classifier checkpoint has them

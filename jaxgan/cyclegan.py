@@ -355,7 +355,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import translation_report
   from jaxgan.images import png_writer
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
   for_reader(config, cache_dir)
@@ -511,7 +511,7 @@ def translate_folder(workdir: str | None, input_dir: str, output_dir: str,
   from jaxgan.data.folder import (MAX_IMAGE_PIXELS, SkippedFile, check_pixels, load_image,
                                   read_image_file)
   from jaxgan.images import check_output_paths, png_writer, write_file
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
   from jaxgan.writers import progress_bar
   if (workdir is None) == (weights is None):
     raise ConfigError("give either --workdir (a CycleGAN run of train.py) or --weights (a "

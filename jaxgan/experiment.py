@@ -16,7 +16,8 @@ import jax
 from jaxgan import parallel, tasks
 from jaxgan.config_checks import check as _check, validate_run_fields
 from jaxgan.errors import ConfigError
-from jaxgan.loop import WorkdirLock, check_same_config_on_all_hosts, prepare_workdir, run
+from jaxgan.loop import run
+from jaxgan.workdir import WorkdirLock, check_same_config_on_all_hosts, prepare_workdir
 
 
 def validate_config(config, num_devices_total: int) -> None:
@@ -188,7 +189,7 @@ def _read_workdir(workdir: str, program: str, xla_flags: str = "", compilation_c
   """(task, saved config) of a trained workdir, checked as data (see above); XLA's flags and
   the compilation cache come from `program`'s command line, never from the file. Call it
   before JAX starts, as XLA reads its flags once."""
-  from jaxgan.loop import load_config
+  from jaxgan.workdir import load_config
   saved = load_config(workdir)
   path = os.path.join(workdir, "config.json")
   task = saved.get("task", "classifier")

@@ -106,7 +106,7 @@ def darknet_space(workdir: str) -> FeatureSpace:
   """The penultimate features and predictions of a classifier trained by train.py."""
   from jaxgan.checkpoint import Checkpointer
   from jaxgan.classifier import build_model
-  from jaxgan.loop import load_config
+  from jaxgan.workdir import load_config
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if not os.path.isdir(workdir):
     raise WorkdirError(f"--features=darknet:{workdir}: no such workdir. {SPACES_HELP}")

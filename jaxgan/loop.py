@@ -5,15 +5,10 @@ evaluation); this module owns everything around it: devices, the RNG,
 resuming, periodic logging / evaluation / checkpointing, progress bars and
 failing fast on a non-finite loss.
 """
-import fcntl
-import json
 import logging
 import math
-import os
 import signal
-import socket
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -24,6 +19,8 @@ import numpy as np
 from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError, Interrupted, NonFiniteLossError, WorkdirError
+from jaxgan.signals import StopSignals
+from jaxgan.workdir import check_resumable, save_config
 from jaxgan.writers import MetricWriter, progress_bar
 
 PyTree = Any
@@ -31,16 +28,6 @@ PyTree = Any
 LATEST_VALUE_METRICS = ("lr", "momentum")
 NONFINITE_POLICIES = ("stop", "skip")
 MAX_STEPS = 2**31 - 1  # the training state's step counter is an int32
-# Fields a resumed run may change: they leave the model, the data and the optimisation
-# already done as they were. (num_epochs stretches the remaining schedule, as documented.)
-RESUME_SAFE_FIELDS = frozenset({
-    "num_epochs", "num_train_steps", "log_every_steps", "eval_every_epochs",
-    "checkpoint_every_epochs", "keep_checkpoints", "progress_bar", "sample_every_steps",
-    "num_grid_samples", "num_devices", "distributed", "dataset", "tfds_data_dir", "download",
-    "cache_dir", "eval_batch_size", "eval_subset", "eval_split", "test_splits",
-    "bad_images", "on_nonfinite", "compilation_cache", "xla_flags"})
-
-
 class Task:
   """What a model family provides to `run`. See `jaxgan.classifier` for one.
 
@@ -152,224 +139,6 @@ def is_due(count: int, every: int, last: int | None = None) -> bool:
   return count > 0 and ((every > 0 and count % every == 0) or count == last)
 
 
-def prepare_workdir(workdir: str) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}. "
-                       "Pass a --workdir on a writable disk with free space.") from e
-  return workdir
-
-
-class WorkdirLock:
-  """One training run per workdir: an exclusive lock on `<workdir>/.lock`.
-
-  The OS releases it when the process ends, however it ends (SIGKILL too),
-  so a stale lock never blocks a restart.
-  """
-
-  def __init__(self, workdir: str):
-    self.workdir = workdir
-    self.path = os.path.join(workdir, ".lock")
-    self._file = None
-
-  def __enter__(self):
-    if jax.process_index() != 0:  # the hosts of one run share the workdir
-      return self
-    f = open(self.path, "a+")
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      f.seek(0)
-      owner = f.read().strip() or "owner unknown"
-      f.close()
-      raise WorkdirError(f"another training run is using the workdir {self.workdir} ({owner}). "
-                         "Wait for it to finish or stop it, or pass a different --workdir.")
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    self._file = f
-    return self
-
-  def __exit__(self, *exc):
-    if self._file is not None:
-      self._file.truncate(0)
-      fcntl.flock(self._file, fcntl.LOCK_UN)
-      self._file.close()
-      self._file = None
-
-
-class StopSignals:
-  """SIGTERM / SIGINT become a request to checkpoint and stop after the current step.
-
-  A second signal ends the process at once (exit status 128 + signal), without
-  a traceback: raising in the main thread would still wait for the steps
-  already queued on the devices, and for threads, before the process exits.
-  The checkpoints on disk are complete either way (unfinished saves are
-  temporary folders, removed on the next start).
-  """
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.received = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in self.SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    name = signal.Signals(signum).name
-    if self.received is not None:
-      print(f"\n{name} received again: stopping now, without saving (the last complete "
-            "checkpoint is kept; run the same command again to resume from it).",
-            file=sys.stderr, flush=True)
-      os._exit(128 + signum)
-    self.received = signum
-    print(f"\n{name} received: saving a checkpoint after the current step, then stopping "
-          "(send it again to stop at once, without saving).", file=sys.stderr, flush=True)
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-  def requested(self, step: int, every: int) -> bool:
-    """Whether to stop now. Several hosts must agree on the step, so they compare
-    notes every `every` steps (one small collective); one host checks every step."""
-    if jax.process_count() == 1:
-      return self.received is not None
-    if step % every:
-      return False
-    received = parallel.process_max(self.received or 0)
-    self.received = self.received or (received or None)
-    return received > 0
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def config_differences(saved: dict, new: dict, safe: frozenset = RESUME_SAFE_FIELDS
-                       ) -> list[str]:
-  """`field: saved -> new` for every field that differs and is not in `safe`.
-
-  Fields only one side has (a newer jaxgan added or dropped them) are not
-  differences.
-  """
-  a, b = _flatten(saved), _flatten(json.loads(json.dumps(new)))
-  return [f"{k}: {a[k]!r} (saved) -> {b[k]!r}" for k in sorted(a.keys() & b.keys())
-          if a[k] != b[k] and k not in safe]
-
-
-def check_resumable(config, workdir: str, family_fields: frozenset = frozenset()) -> None:
-  """Refuse to resume a workdir with a config that changes the model, data or recipe;
-  `family_fields`: the task's own resume-safe fields."""
-  path = os.path.join(workdir, "config.json")
-  saved = read_saved_config(workdir)
-  if saved is None:
-    return
-  safe = RESUME_SAFE_FIELDS | family_fields
-  diffs = config_differences(saved, config.to_dict(), safe)
-  if diffs:
-    raise ConfigError(
-        f"{workdir} holds a run trained with a different config, so it cannot be resumed with "
-        "this one: " + "; ".join(diffs) + ". Use a new --workdir, or the saved values (in "
-        f"{path}). Fields that may change on resume: {', '.join(sorted(safe))}.")
-
-
-# Where each host finds its data and keeps its caches may differ; all else must match.
-HOST_LOCAL_FIELDS = frozenset({"dataset", "tfds_data_dir", "download", "cache_dir",
-                               "compilation_cache"})
-
-
-def check_same_config_on_all_hosts(config) -> None:
-  """Refuse to start a multi-host run whose hosts were given different configs."""
-  if jax.process_count() == 1:
-    return
-  fields = {k: v for k, v in _flatten(json.loads(config.to_json_best_effort())).items()
-            if k not in HOST_LOCAL_FIELDS}
-  differ = parallel.differing_processes(json.dumps(fields, sort_keys=True))
-  if differ:
-    raise ConfigError(f"process(es) {differ} were started with a config that differs from "
-                      "process 0's: start every host with the same command (only "
-                      f"{', '.join(sorted(HOST_LOCAL_FIELDS))} may differ).")
-
-
-def save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
-
-
-def read_saved_config(workdir: str) -> dict | None:
-  """The workdir's config.json as a dict, or None if it has none."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-    raise WorkdirError(f"{path} cannot be read as a config ({e}). It records the run's recipe; "
-                       "restore it from a backup, or train in a new --workdir.") from None
-  if not isinstance(saved, dict):
-    raise WorkdirError(f"{path} holds no config (a JSON {type(saved).__name__}); restore it "
-                       "from a backup, or train in a new --workdir.")
-  return saved
-
-
-def load_config(workdir: str):
-  """The config a workdir was trained with (written by `run`)."""
-  import ml_collections
-  saved = read_saved_config(workdir)
-  if saved is None:
-    raise WorkdirError(f"{workdir} has no config.json: it is not a jaxgan workdir, or training "
-                       "never started there. Pass the --workdir that train.py used.")
-  return ml_collections.ConfigDict(saved)
-
-
-def restore_latest(workdir: str, build_task: Callable) -> tuple:
-  """For evaluation: (config, task, state, step) of a workdir's latest checkpoint.
-
-  `build_task(config, meta)` makes the task from the saved config and the
-  checkpoint's metadata; the state is unreplicated.
-  """
-  config = load_config(workdir)
-  # Read-only: a trainer may be writing this workdir right now (evaluating a live run is
-  # natural), so the reader never tidies, moves or deletes its files.
-  ckpt = Checkpointer(workdir, read_only=True)
-  try:
-    if ckpt.latest_step() is None:
-      raise WorkdirError(f"no checkpoint under {ckpt.directory}: train first with train.py "
-                         f"--workdir {workdir}")
-    task = build_task(config, ckpt.newest_readable_meta())
-    state, _, step = ckpt.restore_latest_good(task.init_state(jax.random.PRNGKey(0)))
-    if state is None:
-      raise WorkdirError(f"no checkpoint under {ckpt.directory} can be read (see the warnings "
-                         "above); train again, or evaluate a copy of the run.")
-  finally:
-    ckpt.close()
-  # The restore target was built on the host CPU (parallel.on_host); evaluate on a device.
-  return config, task, jax.device_put(state, task.devices[0]), step
-
-
 def _summarize(history: list, skip: bool) -> tuple[dict, tuple | None]:
   """Average per-step replicated metric dicts (one device fetch).
 
@@ -416,24 +185,54 @@ def run(task: Task, config, workdir: str, devices) -> dict:
   `Interrupted`. Returns the last train and eval metrics:
   {"step": int, "train": {...}, "eval": {...}}.
   """
-  main = jax.process_index() == 0
-  skip = skips_nonfinite(config)
-  total = task.total_steps
-  if total > MAX_STEPS:
-    raise ConfigError(f"the run would take {total:,} steps ({task.steps_per_epoch:,} per epoch "
-                      f"x {task.num_epochs} epochs); at most {MAX_STEPS:,} are supported (the "
-                      "step counter is a 32-bit integer). Lower --config.num_epochs.")
-  stop = total if config.num_train_steps < 0 else min(total, config.num_train_steps)
+  if task.total_steps > MAX_STEPS:
+    raise ConfigError(f"the run would take {task.total_steps:,} steps ({task.steps_per_epoch:,} "
+                      f"per epoch x {task.num_epochs} epochs); at most {MAX_STEPS:,} are "
+                      "supported (the step counter is a 32-bit integer). Lower "
+                      "--config.num_epochs.")
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
   try:
     writer = MetricWriter(workdir, kept=ckpt.describe_kept)
   except BaseException:
     ckpt.close()
     raise
-
   try:
+    result = _Training(task, config, workdir, devices, ckpt, writer).run()
+  except BaseException:
+    _close_quietly(ckpt, writer)  # the error that stopped the run is the one to report
+    raise
+  try:
+    ckpt.close()
+  finally:
+    writer.close()
+  return result
+
+
+class _Training:
+  """One call of `run`: where the run stands (step, last save, metrics of the current log
+  interval) and the periodic work around the steps."""
+
+  def __init__(self, task, config, workdir, devices, ckpt, writer):
+    self.task, self.config, self.workdir, self.devices = task, config, workdir, devices
+    self.ckpt, self.writer = ckpt, writer
+    self.main = jax.process_index() == 0
+    self.skip = skips_nonfinite(config)
+    total = task.total_steps
+    self.stop = total if config.num_train_steps < 0 else min(total, config.num_train_steps)
+    self.throughput = f"{task.throughput_unit}_per_s"
+    self.result = {"step": 0, "train": {}, "eval": {}}
+    self.skipped_total = 0
+    self.signals = StopSignals()
+    self.stopping = self.partial = False
+    # Without an accelerator the steps queued ahead of Python run one after another on the
+    # same cores: a short queue keeps a stop request from waiting behind many of them.
+    self.max_queued = 2 if devices[0].platform == "cpu" else None
+
+  def restore(self) -> None:
+    """The state to start from: the newest intact checkpoint, else a fresh one."""
+    task, config, ckpt = self.task, self.config, self.ckpt
     if ckpt.all_steps():
-      check_resumable(config, workdir, task.resume_safe_fields)
+      check_resumable(config, self.workdir, task.resume_safe_fields)
     fresh = task.init_state(jax.random.PRNGKey(config.seed))
     state, meta, start = ckpt.restore_latest_good(fresh)
     if start is None:
@@ -448,125 +247,135 @@ def run(task: Task, config, workdir: str, devices) -> dict:
       logging.info("resumed from %s at step %d (epoch %d)", ckpt.directory, start,
                    start // task.steps_per_epoch)
       task.resume_within_step(meta)
-  except BaseException:
-    _close_quietly(ckpt, writer)
-    raise
-  start = int(state.step)
-  try:
-    save_config(config, workdir)
-  except OSError as e:
-    _close_quietly(ckpt, writer)
-    raise WorkdirError(f"cannot write {workdir}/config.json: {e.strerror or e}. "
-                       f"{ckpt.describe_kept().capitalize()}. Free disk space (or fix the "
-                       "permissions) and run the same command again.") from e
-  if main:
-    print(f"{task.describe()}\ntraining steps {start} -> {stop} of {total} "
-          f"({task.steps_per_epoch} per epoch) on {len(devices)} x {devices[0].device_kind}"
-          f" x {jax.process_count()} process(es); workdir {workdir}", flush=True)
+    self.start = self.step = self.saved = self.result["step"] = int(state.step)
+    self.state = state
 
-  p_step = task.compile_step(devices)
-  throughput = f"{task.throughput_unit}_per_s"
-  state = parallel.replicate(state, devices)
-  result = {"step": start, "train": {}, "eval": {}}
-  step = saved = start
-  skipped_total = 0
+  def announce(self) -> None:
+    try:
+      save_config(self.config, self.workdir)
+    except OSError as e:
+      raise WorkdirError(f"cannot write {self.workdir}/config.json: {e.strerror or e}. "
+                         f"{self.ckpt.describe_kept().capitalize()}. Free disk space (or fix "
+                         "the permissions) and run the same command again.") from e
+    if self.main:
+      task, d = self.task, self.devices
+      print(f"{task.describe()}\ntraining steps {self.start} -> {self.stop} of "
+            f"{task.total_steps} ({task.steps_per_epoch} per epoch) on {len(d)} x "
+            f"{d[0].device_kind} x {jax.process_count()} process(es); workdir {self.workdir}",
+            flush=True)
 
-  def save(step):
+  def save(self) -> None:
+    task, step = self.task, self.step
     meta = {"step": step, "epoch": step // task.steps_per_epoch, "steps_per_epoch":
             task.steps_per_epoch, "position_in_epoch": step % task.steps_per_epoch,
             **task.checkpoint_meta()}
-    ckpt.save(step, parallel.unreplicate(state), meta)
-    return step
+    self.ckpt.save(step, parallel.unreplicate(self.state), meta)
+    self.saved = step
 
-  signals, stopping, partial = StopSignals(), False, False
-  if jax.process_count() == 1:  # several hosts agree on where to stop at step boundaries
-    task.stop_requested = lambda: signals.received is not None
-  # Without an accelerator the steps queued ahead of Python run one after another on the
-  # same cores: a short queue keeps a stop request from waiting behind many of them.
-  max_queued = 2 if devices[0].platform == "cpu" else None
-  try:
-    with signals:
-      while step < stop and not stopping:
-        epoch, pos = divmod(step, task.steps_per_epoch)
-        epoch_end = min((epoch + 1) * task.steps_per_epoch, stop)
-        bar = progress_bar(task.steps_per_epoch, f"epoch {epoch + 1}/{task.num_epochs}",
-                           initial=pos, enabled=config.get("progress_bar", True))
-        history, interval_start, t0 = [], step, time.perf_counter()
-        while step < epoch_end:
-          state, metrics = p_step(state, task.train_batch(step))
-          if metrics is None:  # stopped inside the step; its progress is in checkpoint_meta
-            partial = stopping = True
-          else:
-            history.append(metrics)
-            step += 1
-            bar.update(1)
-            if max_queued and len(history) > max_queued:
-              jax.block_until_ready(history[-1 - max_queued])
-            if step == start + 1:  # the first step compiles: time it apart from throughput
-              jax.block_until_ready(metrics)
-              writer.write(step, "train", {"compile_s": time.perf_counter() - t0})
-              interval_start, t0 = step, time.perf_counter()
-            stopping = signals.requested(step, config.log_every_steps)
-          if (is_due(step, config.log_every_steps, epoch_end) or stopping) and history:
-            train, bad = _summarize(history, skip)
-            if bad is not None:
-              _raise_non_finite(bad[1], bad[2], step - len(history) + bad[0] + 1, ckpt)
-            if skip:
-              skipped_total += int(train["skipped"])
-              if train["skipped"] == len(history):
-                _raise_non_finite("every update of the last log interval", float("nan"), step,
-                                  ckpt, skipping=True)
-            if step > interval_start:
-              train[throughput] = ((step - interval_start) * task.units_per_step
-                                   / (time.perf_counter() - t0))
-            writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
-            ckpt.poll()  # a background save that failed stops the run now, naming its step
-            bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
-                             if k in (*task.progress_keys, throughput, "skipped")})
-            result["train"] = train
-            history, interval_start, t0 = [], step, time.perf_counter()
-          if not partial and is_due(step, config.get("sample_every_steps", 0), stop):
-            task.periodic_outputs(state, step, writer)
-          if stopping:
-            break
-        bar.close()
-        if stopping:
-          break
-        epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
-        at_epoch_end = into_epoch == 0
-        finished = step == stop
-        if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
-          result["eval"] = task.evaluate(state)
-          writer.write(step, "eval", result["eval"], epoch=step / task.steps_per_epoch)
-          if main and result["eval"]:
-            print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()), flush=True)
-        if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
-          saved = save(step)
-      if stopping:
-        if step > saved or partial:
-          saved = save(step)
-        ckpt.wait()
-        name = signal.Signals(signals.received).name
-        raise Interrupted(f"{name} at step {step}: the checkpoint of step {saved} is in "
-                          f"{ckpt.directory}. Run the same command again to resume.",
-                          128 + signals.received)
-    if start >= stop:
-      if main:
-        print(f"already trained to step {start} (target {stop}); evaluating only", flush=True)
-      result["eval"] = task.evaluate(state)
-    if skipped_total and main:
-      print(f"{skipped_total} update(s) skipped for non-finite values "
+  def run(self) -> dict:
+    self.restore()
+    self.announce()
+    p_step = self.task.compile_step(self.devices)
+    self.state = parallel.replicate(self.state, self.devices)
+    if jax.process_count() == 1:  # several hosts agree on where to stop at step boundaries
+      self.task.stop_requested = lambda: self.signals.received is not None
+    with self.signals:
+      while self.step < self.stop and not self.stopping:
+        self.epoch(p_step)
+        if not self.stopping:
+          self.epoch_end()
+      if self.stopping:
+        self.stopped()
+    if self.start >= self.stop:
+      if self.main:
+        print(f"already trained to step {self.start} (target {self.stop}); evaluating only",
+              flush=True)
+      self.result["eval"] = self.task.evaluate(self.state)
+    if self.skipped_total and self.main:
+      print(f"{self.skipped_total} update(s) skipped for non-finite values "
             "(--config.on_nonfinite=skip)", flush=True)
-    result["step"] = step
-  except BaseException:
-    _close_quietly(ckpt, writer)  # the error that stopped the run is the one to report
-    raise
-  try:
-    ckpt.close()
-  finally:
-    writer.close()
-  return result
+    self.result["step"] = self.step
+    return self.result
+
+  def epoch(self, p_step) -> None:
+    """Steps to the end of the current epoch (or the stop), logging as due."""
+    task, config = self.task, self.config
+    epoch, pos = divmod(self.step, task.steps_per_epoch)
+    epoch_end = min((epoch + 1) * task.steps_per_epoch, self.stop)
+    bar = progress_bar(task.steps_per_epoch, f"epoch {epoch + 1}/{task.num_epochs}",
+                       initial=pos, enabled=config.get("progress_bar", True))
+    self.history, self.interval_start, self.t0 = [], self.step, time.perf_counter()
+    while self.step < epoch_end:
+      self.state, metrics = p_step(self.state, task.train_batch(self.step))
+      if metrics is None:  # stopped inside the step; its progress is in checkpoint_meta
+        self.partial = self.stopping = True
+      else:
+        self.stepped(metrics, bar)
+      if (is_due(self.step, config.log_every_steps, epoch_end) or self.stopping) and self.history:
+        self.log_interval(bar)
+      if not self.partial and is_due(self.step, config.get("sample_every_steps", 0), self.stop):
+        task.periodic_outputs(self.state, self.step, self.writer)
+      if self.stopping:
+        break
+    bar.close()
+
+  def stepped(self, metrics, bar) -> None:
+    self.history.append(metrics)
+    self.step += 1
+    bar.update(1)
+    if self.max_queued and len(self.history) > self.max_queued:
+      jax.block_until_ready(self.history[-1 - self.max_queued])
+    if self.step == self.start + 1:  # the first step compiles: time it apart from throughput
+      jax.block_until_ready(metrics)
+      self.writer.write(self.step, "train", {"compile_s": time.perf_counter() - self.t0})
+      self.interval_start, self.t0 = self.step, time.perf_counter()
+    self.stopping = self.signals.requested(self.step, self.config.log_every_steps)
+
+  def log_interval(self, bar) -> None:
+    """Average the interval's metrics (one device fetch), fail on a non-finite one, log."""
+    step, history, task = self.step, self.history, self.task
+    train, bad = _summarize(history, self.skip)
+    if bad is not None:
+      _raise_non_finite(bad[1], bad[2], step - len(history) + bad[0] + 1, self.ckpt)
+    if self.skip:
+      self.skipped_total += int(train["skipped"])
+      if train["skipped"] == len(history):
+        _raise_non_finite("every update of the last log interval", float("nan"), step,
+                          self.ckpt, skipping=True)
+    if step > self.interval_start:
+      train[self.throughput] = ((step - self.interval_start) * task.units_per_step
+                                / (time.perf_counter() - self.t0))
+    self.writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
+    self.ckpt.poll()  # a background save that failed stops the run now, naming its step
+    bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
+                     if k in (*task.progress_keys, self.throughput, "skipped")})
+    self.result["train"] = train
+    self.history, self.interval_start, self.t0 = [], step, time.perf_counter()
+
+  def epoch_end(self) -> None:
+    """Evaluation and checkpoint, when due at the end of an epoch, and at the end."""
+    task, config, step = self.task, self.config, self.step
+    epochs_done, into_epoch = divmod(step, task.steps_per_epoch)
+    at_epoch_end = into_epoch == 0
+    finished = step == self.stop
+    if finished or (at_epoch_end and is_due(epochs_done, config.eval_every_epochs)):
+      self.result["eval"] = task.evaluate(self.state)
+      self.writer.write(step, "eval", self.result["eval"], epoch=step / task.steps_per_epoch)
+      if self.main and self.result["eval"]:
+        print(f"step {step} (epoch {step / task.steps_per_epoch:.2f}): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in self.result["eval"].items()), flush=True)
+    if finished or (at_epoch_end and is_due(epochs_done, config.checkpoint_every_epochs)):
+      self.save()
+
+  def stopped(self) -> None:
+    """After a stop request: save where the run stands, and raise Interrupted."""
+    if self.step > self.saved or self.partial:
+      self.save()
+    self.ckpt.wait()
+    received = self.signals.received
+    raise Interrupted(f"{signal.Signals(received).name} at step {self.step}: the checkpoint of "
+                      f"step {self.saved} is in {self.ckpt.directory}. Run the same command "
+                      "again to resume.", 128 + received)
 
 
 def _close_quietly(*resources) -> None:

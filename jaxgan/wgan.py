@@ -399,7 +399,7 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
   from jaxgan.features import feature_space
   from jaxgan.gan_metrics import unconditional_report
   from jaxgan.images import png_writer
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: WGANTask(config, devices, train=False))
   for_reader(config, cache_dir)

@@ -343,7 +343,7 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
     img = np.asarray(Image.open(dest / (os.path.splitext(name)[0] + ".png")))
     assert img.shape == (h, w, 3), name
   # A size the generator takes directly gives exactly the generator's output.
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
   _, task, state, _ = restore_latest(
       workdir, lambda c, meta: CycleGANTask(c, jax.local_devices()[:1], train=False))
   want = task.translate(state.g_params["G_B"], np.asarray(Image.open(inp / "square.png"))[None])

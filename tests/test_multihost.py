@@ -24,7 +24,7 @@ from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError
 from jaxgan.experiment import train_and_evaluate
-from jaxgan.loop import _flatten
+from jaxgan.workdir import _flatten
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

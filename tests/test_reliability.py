@@ -226,7 +226,7 @@ def test_a_second_run_on_the_same_workdir_refuses_to_start(image_folder, tmp_pat
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from jaxgan.loop import WorkdirLock\n"
+      [sys.executable, "-c", "import sys, time; from jaxgan.workdir import WorkdirLock\n"
        f"with WorkdirLock({workdir!r}):\n  print('locked', flush=True); time.sleep(600)"],
       cwd=ROOT, stdout=subprocess.PIPE, text=True)
   try:

@@ -231,7 +231,7 @@ def test_fresh_state_is_built_on_the_host_and_evaluated_on_the_task_device(image
   its program once per task, and restore_latest hands evaluation the state on the task's
   first device. Device 0 is the host CPU here; the default and the task's are others."""
   from conftest import tiny_cyclegan_config, tiny_wgan_config
-  from jaxgan.loop import restore_latest
+  from jaxgan.checkpoint import restore_latest
   devices = jax.local_devices()
   host = jax.devices("cpu")[0]
   placed = lambda tree: {d for x in jax.tree_util.tree_leaves(tree) for d in x.devices()}
