@@ -290,7 +290,7 @@ def translate(input_path: str, output_dir: str, workdir: str | None = None,
   """Translate an image or a folder of images with a CycleGAN workdir's latest generators
   (`direction` AtoB or BtoA), or with a generator file saved by the reference repository.
   `xla_flags` and `compilation_cache` are this process's own, never the workdir's."""
-  from jaxgan.cyclegan import translate_folder
+  from jaxgan.translation import translate_folder
   if weights is not None and direction is not None:
     raise ConfigError("--direction applies to --workdir runs, which hold both generators; a "
                       "--weights file holds one (translate with latest_net_G_B.pth for the "

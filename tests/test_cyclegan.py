@@ -363,7 +363,7 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   assert "untranslated" in out.stdout
 
   # Inputs whose PNG names would collide keep their extension; the originals are never written.
-  from jaxgan.cyclegan import translate_folder
+  from jaxgan.translation import translate_folder
   clash = tmp_path / "clash"
   clash.mkdir()
   new_image = lambda: Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))

@@ -330,7 +330,7 @@ def test_limits_are_keyword_parameters_and_part_of_the_cache_key(tmp_path):
 
 TRANSLATE = """
 import jax, jax.numpy as jnp, numpy as np
-from jaxgan.cyclegan import translate_folder
+from jaxgan.translation import translate_folder
 from jaxgan.models.cyclegan import ResnetGenerator, _reference_keys
 # A tiny generator in the reference repository's layout (1 block, width 4), as an .npz.
 template = jax.eval_shape(ResnetGenerator(4, 1).init, jax.random.PRNGKey(0),

@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 
 from benchmarks import torch_reference as tr  # noqa: E402
-from jaxgan.cyclegan import _compiled_generator, load_pretrained_generator, translate_folder  # noqa: E402
+from jaxgan.cyclegan import _compiled_generator  # noqa: E402
+from jaxgan.translation import load_pretrained_generator, translate_folder  # noqa: E402
 from jaxgan.errors import ConfigError  # noqa: E402
 from jaxgan.images import from_uint8  # noqa: E402
 

@@ -179,14 +179,14 @@ def test_evaluate_outputs_a_link_and_an_unwritable_workdir(trained, tmp_path, mo
     with pytest.raises(WorkdirError, match=r"cannot write to .*run .*evaluate a copy"):
       experiment.evaluate(workdir, num_devices=1)
   # Unwritable by the time the results are saved: they are still returned (and printed).
-  import jaxgan.loop
-  restore = jaxgan.loop.restore_latest
+  import jaxgan.checkpoint
+  restore = jaxgan.checkpoint.restore_latest
   with contextlib.ExitStack() as stack:
     def restore_then_lock(*args, **kwargs):
       restored = restore(*args, **kwargs)
       stack.enter_context(unwritable(workdir))
       return restored
-    monkeypatch.setattr(jaxgan.loop, "restore_latest", restore_then_lock)
+    monkeypatch.setattr(jaxgan.checkpoint, "restore_latest", restore_then_lock)
     result = experiment.evaluate(workdir, num_devices=1)
   assert result["not_written"] == ["eval.json"] and result["num_examples"] == 12
   assert "warning: could not write" in capsys.readouterr().err
