@@ -334,6 +334,34 @@ class CycleGANTask(Task):
     writer.write_image(step, "cycles", grid, f"samples/step_{step:07d}.png")
 
 
+def _test_domains(config, dataset: str | None) -> tuple:
+  """(config used, real A, real B, which images they are, the training domains or None when
+  the test images are those) for evaluating a run of `config`, on `dataset` if given."""
+  eval_config = config.copy_and_resolve_references()
+  if dataset:
+    eval_config.dataset = dataset
+  eval_config.load_size = config.image_size  # the reference tests at the crop size, unflipped
+  eval_config.train_subset = -1  # every test image
+  if "," in eval_config.dataset:  # two folders: evaluate.py --dataset=<testA>,<testB> to hold out
+    real_a, real_b = load_domains(eval_config, config.train_splits)
+    split = ("all images of the two folders given to evaluate" if dataset else
+             "all images of the two training folders (no test split)")
+    return eval_config, real_a, real_b, split, None
+  try:
+    real_a, real_b = load_domains(eval_config, config.test_splits)
+  except DatasetError:
+    if not is_path(eval_config.dataset):
+      raise
+    real_a, real_b = load_domains(eval_config, config.train_splits)
+    return (eval_config, real_a, real_b,
+            "/".join(config.train_splits) + " (no test split found)", None)
+  try:
+    train = load_domains(eval_config, config.train_splits)
+  except DatasetError:  # e.g. --dataset names a copy of the test folders alone
+    train = None
+  return eval_config, real_a, real_b, "/".join(config.test_splits), train
+
+
 def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
                      features: str | None = None, batch_size: int | None = None,
                      cache_dir: str | None = None, **unused) -> tuple[dict, dict]:
@@ -358,30 +386,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   config, task, state, step = restore_latest(
       workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
   for_reader(config, cache_dir)
-  eval_config = config.copy_and_resolve_references()
-  if dataset:
-    eval_config.dataset = dataset
-  eval_config.load_size = config.image_size  # the reference tests at the crop size, unflipped
-  eval_config.train_subset = -1  # every test image
-  train = None  # the training domains, when the test images are others
-  if "," in eval_config.dataset:  # two folders: evaluate.py --dataset=<testA>,<testB> to hold out
-    real_a, real_b = load_domains(eval_config, config.train_splits)
-    split = ("all images of the two folders given to evaluate" if dataset else
-             "all images of the two training folders (no test split)")
-  else:
-    try:
-      real_a, real_b = load_domains(eval_config, config.test_splits)
-      split = "/".join(config.test_splits)
-    except DatasetError:
-      if not is_path(eval_config.dataset):
-        raise
-      real_a, real_b = load_domains(eval_config, config.train_splits)
-      split = "/".join(config.train_splits) + " (no test split found)"
-    else:
-      try:
-        train = load_domains(eval_config, config.train_splits)
-      except DatasetError:  # e.g. --dataset names a copy of the test folders alone
-        pass
+  eval_config, real_a, real_b, split, train = _test_domains(config, dataset)
   g_a, g_b = task.generator_params(state, "G_A"), task.generator_params(state, "G_B")
   fake_b, fake_a = task.translate(g_a, real_a), task.translate(g_b, real_b)
   rec_a, rec_b = task.translate(g_b, fake_b), task.translate(g_a, fake_a)

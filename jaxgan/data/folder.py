@@ -495,9 +495,9 @@ def read_images_and_layout(path: str, image_size: int, subdir: str | None = "tra
   cache_file = None
   if cache_dir is not None:
     cache_dir = cache_dir or default_cache_dir()
-    key = hashlib.sha1(f"{_CACHE_VERSION}:images-with-layout:{_fingerprint(path)}:{image_size}:{subdir}"
-                       f"{':strict' if require_subdir else ''}{limits.cache_key()}"
-                       .encode()).hexdigest()[:20]
+    key = hashlib.sha1(f"{_CACHE_VERSION}:images-with-layout:{_fingerprint(path)}:"
+                       f"{image_size}:{subdir}{':strict' if require_subdir else ''}"
+                       f"{limits.cache_key()}".encode()).hexdigest()[:20]
     cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
     if os.path.exists(cache_file):
       try:
@@ -565,29 +565,17 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
   `cache_dir`: "" for the default cache, None to disable caching.
   """
   path = os.path.expanduser(path)
-  if not os.path.exists(path):
-    raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
-                       "(train.py) or --dataset (evaluate.py) a TFDS name or an image folder. "
-                       f"{_layout_help(path, splits)}")
-  if os.path.isfile(path) and not is_archive(path):
-    raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
-                       f"({', '.join(ARCHIVE_SUFFIXES)}). {_layout_help(path, splits)}")
+  _check_dataset_path(path, splits)
   check_image_size(image_size, limits)
-  if cache_dir == "":
-    cache_dir = default_cache_dir()
-  cache_file = None
-  if cache_dir is not None:
-    key = hashlib.sha1(f"{_CACHE_VERSION}:{_fingerprint(path)}:{image_size}:{sorted(splits)}"
-                       f"{limits.cache_key()}".encode()).hexdigest()[:20]
-    cache_file = os.path.join(cache_dir, "folders", f"{key}.npz")
-    if os.path.exists(cache_file):
-      try:
-        result = _load_cache(cache_file, splits)
-      except Exception as e:  # a damaged cache is rebuilt, never trusted
-        logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
-      else:
-        report_bad_files(result["skipped"], path, bad_images)
-        return result
+  cache_file = _cache_file(path, image_size, splits, limits, cache_dir)
+  if cache_file is not None and os.path.exists(cache_file):
+    try:
+      result = _load_cache(cache_file, splits)
+    except Exception as e:  # a damaged cache is rebuilt, never trusted
+      logging.warning("ignoring unreadable cache %s (%s); decoding again", cache_file, e)
+    else:
+      report_bad_files(result["skipped"], path, bad_images)
+      return result
 
   budget = _Budget(path, limits)
   items = (_iter_archive(path, splits, budget) if os.path.isfile(path)
@@ -608,8 +596,42 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
   arrays = _decode_all(blobs, image_size, num_workers, path, limits)
   del blobs
 
+  result = _by_split(keys, arrays, class_names, splits, image_size)
+  if not len(result[first][0]):
+    bad = result["skipped"]
+    raise DatasetError(f"no readable images in split {first!r} under {path} "
+                       f"({len(bad)} unreadable files, e.g. {', '.join(bad[:3])}).")
+  if cache_file is not None:
+    _save_cache(cache_file, result, splits)
+  report_bad_files(result["skipped"], path, bad_images)
+  return result
+
+
+def _check_dataset_path(path: str, splits: Sequence[str]) -> None:
+  if not os.path.exists(path):
+    raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
+                       "(train.py) or --dataset (evaluate.py) a TFDS name or an image folder. "
+                       f"{_layout_help(path, splits)}")
+  if os.path.isfile(path) and not is_archive(path):
+    raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
+                       f"({', '.join(ARCHIVE_SUFFIXES)}). {_layout_help(path, splits)}")
+
+
+def _cache_file(path: str, image_size: int, splits: Sequence[str], limits: Limits,
+                cache_dir: str | None) -> str | None:
+  """Where the decoded arrays of this read are cached ("": the default folder; None: not)."""
+  if cache_dir is None:
+    return None
+  key = hashlib.sha1(f"{_CACHE_VERSION}:{_fingerprint(path)}:{image_size}:{sorted(splits)}"
+                     f"{limits.cache_key()}".encode()).hexdigest()[:20]
+  return os.path.join(cache_dir or default_cache_dir(), "folders", f"{key}.npz")
+
+
+def _by_split(keys: list, arrays: list, class_names: list, splits: Sequence[str],
+              image_size: int) -> dict:
+  """{"class_names", "skipped", split: (images, labels)} from the decoded files, sorted by
+  (split, class, file name): archives list members in any order."""
   index = {c: i for i, c in enumerate(class_names)}
-  # Sort by (split, class, file name): archives list members in any order.
   per_split = {s: [] for s in splits}
   bad = []
   for (split, cls, name), arr in sorted(zip(keys, arrays), key=lambda kv: kv[0]):
@@ -623,12 +645,6 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
     images = (np.stack([a for a, _ in pairs]) if pairs
               else np.zeros((0, image_size, image_size, 3), np.uint8))
     result[s] = (images, np.asarray([c for _, c in pairs], np.int32))
-  if not len(result[first][0]):
-    raise DatasetError(f"no readable images in split {first!r} under {path} "
-                       f"({len(bad)} unreadable files, e.g. {', '.join(bad[:3])}).")
-  if cache_file is not None:
-    _save_cache(cache_file, result, splits)
-  report_bad_files(bad, path, bad_images)
   return result
 
 

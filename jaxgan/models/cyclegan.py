@@ -143,6 +143,27 @@ def _describe_other(keys: list[str]) -> str:
   return f"no ResNet generator: its {len(keys)} tensors are named {shown}"
 
 
+def _check_layout(tensors: dict, keys: list) -> tuple[int, dict]:
+  """(number of residual blocks, the reference's layer keys) of a generator state dict whose
+  keys are exactly those of a reference ResnetGenerator, else a StateDictError."""
+  n_blocks = 0
+  while f"model.{10 + n_blocks}.conv_block.1.weight" in tensors:
+    n_blocks += 1
+  second = 6 if "model.10.conv_block.6.weight" in tensors else 5
+  layout = _reference_keys(n_blocks, second)
+  expected = {f"{prefix}.{kind}" for prefix in layout for kind in ("weight", "bias")}
+  missing, unexpected = sorted(expected - set(keys)), sorted(set(keys) - expected)
+  if missing or unexpected:
+    found = f"{n_blocks} residual blocks (model.10-model.{9 + n_blocks})" if n_blocks else \
+        "no residual blocks at model.10"
+    parts = [f"missing {', '.join(missing[:3])}" if missing else "",
+             f"unexpected {', '.join(unexpected[:3])}" if unexpected else ""]
+    raise StateDictError(f"found {found}, but not the layers that go with them: "
+                         f"{'; '.join(p for p in parts if p)}. Expected a ResnetGenerator "
+                         "(resnet_<n>blocks) state dict of the reference repository")
+  return n_blocks, layout
+
+
 def generator_from_state_dict(state_dict: dict) -> tuple[ResnetGenerator, dict]:
   """(ResnetGenerator, its params) from a generator state dict as the reference repository
   (junyanz/pytorch-CycleGAN-and-pix2pix) saves it: `latest_net_G_A.pth`, or the
@@ -171,21 +192,7 @@ def generator_from_state_dict(state_dict: dict) -> tuple[ResnetGenerator, dict]:
   if stem.shape[1] != 3:
     raise StateDictError(f"a generator for {stem.shape[1]}-channel inputs; jaxgan translates "
                          "RGB images (3 channels)")
-  n_blocks = 0
-  while f"model.{10 + n_blocks}.conv_block.1.weight" in tensors:
-    n_blocks += 1
-  second = 6 if f"model.10.conv_block.6.weight" in tensors else 5
-  layout = _reference_keys(n_blocks, second)
-  expected = {f"{prefix}.{kind}" for prefix in layout for kind in ("weight", "bias")}
-  missing, unexpected = sorted(expected - set(keys)), sorted(set(keys) - expected)
-  if missing or unexpected:
-    found = f"{n_blocks} residual blocks (model.10-model.{9 + n_blocks})" if n_blocks else \
-        "no residual blocks at model.10"
-    parts = [f"missing {', '.join(missing[:3])}" if missing else "",
-             f"unexpected {', '.join(unexpected[:3])}" if unexpected else ""]
-    raise StateDictError(f"found {found}, but not the layers that go with them: "
-                         f"{'; '.join(p for p in parts if p)}. Expected a ResnetGenerator "
-                         "(resnet_<n>blocks) state dict of the reference repository")
+  n_blocks, layout = _check_layout(tensors, keys)
   ngf, output_nc = stem.shape[0], tensors[f"model.{17 + n_blocks}.weight"].shape[0]
   generator = ResnetGenerator(ngf, n_blocks, output_nc)
   template = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
