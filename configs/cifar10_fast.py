@@ -10,12 +10,12 @@ augmentation stay on the device; every trick is a field below.
 
     python train.py --config configs/cifar10_fast.py --workdir runs/fast
     python -m benchmarks.time_to_accuracy --config configs/cifar10_fast.py \
-        --dataset ../shared/data/cifar10-jpeg75.tar.xz --target 0.94 --seeds 5
+        --dataset /path/to/cifar10-jpeg75.tar.xz --target 0.94 --seeds 5
 
 Expected: airbench94 reports 94.01% mean (accuracy_translate_tta) in 3.83 s on
 an A100; our target is 94% in under 5 s on one H100. Measured on one H100
-(2026-11-27, 3 seeds) on the JPEG-75 copy in ../shared/data, the only copy
-there: 90.64% in 2.02 s (whole run; compilation 28 s apart), where the same
+(2026-11-27, 3 seeds) on a JPEG-75 copy of CIFAR-10 (the only copy
+at hand): 90.64% in 2.02 s (whole run; compilation 28 s apart), where the same
 recipe in PyTorch ends at 90.52% in 2.95 s. The JPEG copy costs about 3.5
 points, so 94% is still to be checked on the original CIFAR-10.
 

@@ -1,4 +1,16 @@
-"""Fields every recipe shares: seed, devices, periodic work, checkpoints, failure policy."""
+"""Fields every recipe shares: where the data comes from, seed, devices, periodic work,
+checkpoints, failure policy."""
+
+
+def add_data_fields(config, dataset: str):
+  """Where the images come from: `dataset` is a TFDS name, an image folder or a tar archive
+  of one (each family's recipe says which layouts it reads)."""
+  config.dataset = dataset
+  config.tfds_data_dir = ""  # "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
+  config.download = True  # let TFDS download a dataset that is not prepared yet
+  config.cache_dir = ""  # decoded image-folder cache; "" = ~/.cache/jaxgan, "none" = off
+  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+  return config
 
 
 def add_run_fields(config, log_every_steps: int, eval_every_epochs: int,

@@ -21,17 +21,14 @@ horse->zebra FID: about 62 with the identity loss, 77 without.
 """
 import ml_collections
 
-from configs.common import add_run_fields
+from configs.common import add_data_fields, add_run_fields
 
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.task = "cyclegan"
-  config.dataset = "cycle_gan/horse2zebra"  # TFDS name, folder with trainA/trainB, or "<A>,<B>"
-  config.tfds_data_dir = ""
-  config.download = True
-  config.cache_dir = ""
-  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+  # TFDS name, folder with trainA/trainB, or "<A>,<B>"
+  add_data_fields(config, "cycle_gan/horse2zebra")
   config.train_splits = ("trainA", "trainB")  # TFDS splits, or subfolders of a folder
   config.test_splits = ("testA", "testB")
   config.train_subset = -1  # images per domain (-1: all)

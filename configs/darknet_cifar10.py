@@ -8,7 +8,7 @@ momentum, peak lr 1.3, L2 weight decay 1e-4, 30 epochs of one cycle
     python train.py --config configs/darknet_cifar10.py --workdir runs/darknet
 
 Expected: about 94% test accuracy after 30 epochs on the original CIFAR-10
-(the notebook reached 94.27%); lower on the JPEG-75 copy in ../shared/data,
+(the notebook reached 94.27%); lower on a JPEG-75 copy of CIFAR-10,
 where on one H100 (2026-11-27, 1 seed each) jaxgan reached 88.30% and
 88.38% with flip TTA, the 30 epochs training in 42-48 s (compilation 47 s
 apart), and the PyTorch twin 87.62% in 139 s; jaxgan passed 87.62% after 40 s.
@@ -17,7 +17,7 @@ Without internet, pass a local copy: --config.dataset=/path/to/cifar10
 """
 import ml_collections
 
-from configs.common import add_run_fields
+from configs.common import add_data_fields, add_run_fields
 
 
 def get_config():
@@ -25,11 +25,7 @@ def get_config():
   config.task = "classifier"
 
   # Data: a TFDS name, or an image folder / tar archive of train/<class>/*, test/<class>/*.
-  config.dataset = "cifar10"
-  config.tfds_data_dir = ""  # "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
-  config.download = True  # let TFDS download a dataset that is not prepared yet
-  config.cache_dir = ""  # decoded image-folder cache; "" = ~/.cache/jaxgan, "none" = off
-  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+  add_data_fields(config, "cifar10")
   config.train_split = "train"
   config.eval_split = "test"
   config.train_subset = -1  # use only this many training images (-1: all)

@@ -1,7 +1,7 @@
 """A seconds-long Darknet for tests and smoke runs (CPU friendly).
 
     python train.py --config configs/tiny_darknet.py --workdir runs/tiny \
-        --config.dataset=../shared/data/cifar10-jpeg75.tar.xz
+        --config.dataset=/path/to/cifar10-jpeg75.tar.xz
 
 Expected: a few minutes on 2 CPU cores, well above chance (10%) on CIFAR-10.
 """

@@ -1,7 +1,7 @@
 """The lesson's WGAN (DCGAN generator, clipped critic) on CIFAR-10 at 32x32.
 
     python train.py --config configs/wgan_cifar10.py --workdir runs/wgan_cifar10
-    # offline: --config.dataset=../shared/data/cifar10-jpeg75.tar.xz (its train/ part is read)
+    # offline: --config.dataset=/path/to/cifar10-jpeg75.tar.xz (its train/ part is read)
 
 RMSProp lr 1e-4 (the seed's; 5e-5 in the paper) for both nets, batch 64,
 weights clipped to [-0.01, 0.01] before every critic step, 100 critic steps
@@ -16,17 +16,14 @@ evaluation issue's metrics.
 """
 import ml_collections
 
-from configs.common import add_run_fields
+from configs.common import add_data_fields, add_run_fields
 
 
 def get_config():
   config = ml_collections.ConfigDict()
   config.task = "wgan"
-  config.dataset = "cifar10"  # TFDS name, or a folder / archive of images in any layout
-  config.tfds_data_dir = ""
-  config.download = True
-  config.cache_dir = ""
-  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+  # TFDS name, or a folder / archive of images in any layout
+  add_data_fields(config, "cifar10")
   config.train_split = "train"  # TFDS split, or the subfolder of a folder that has one
   config.eval_split = "test"  # the held-out images of evaluate.py's metrics
   # A folder with no train/ subfolder (e.g. a flat folder of faces) holds this many images

@@ -5,6 +5,7 @@ Every message names the field, the allowed values and what was given.
 """
 from jaxgan.data import LABELS
 from jaxgan.errors import ConfigError
+from jaxgan.loop import skips_nonfinite
 from jaxgan.models.layers import COMPUTE_DTYPES
 
 INF = float("inf")
@@ -67,7 +68,6 @@ _RUN_RANGES = (
 
 def validate_run_fields(config, num_devices_total: int) -> None:
   """Reject shared values that cannot work, naming the field and the fix."""
-  from jaxgan.loop import skips_nonfinite
   check_ranges(config, _RUN_RANGES)
   check(config.batch_size > 0, f"--config.batch_size must be positive, got {config.batch_size}")
   check(config.batch_size % num_devices_total == 0,
