@@ -63,6 +63,18 @@ def checksums(state: PyTree) -> list:
   return sorted(out)
 
 
+def _listing_steps(list_them: Callable):
+  """Orbax lists the step folders, then reads each one's time: a live trainer may delete one
+  in between (it keeps only the newest few). Listing again then sees the folders as they are."""
+  for attempt in range(READER_ATTEMPTS):
+    try:
+      return list_them()
+    except FileNotFoundError:
+      if attempt == READER_ATTEMPTS - 1:
+        raise
+      time.sleep(0.1 * (attempt + 1))
+
+
 class DamagedCheckpointError(Exception):
   pass
 
@@ -111,8 +123,8 @@ class Checkpointer:
                                            enable_async_checkpointing=True, read_only=read_only,
                                            cleanup_tmp_directories=clean_temporary)
     try:
-      self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                           item_names=("state", "meta"))
+      self.manager = _listing_steps(lambda: ocp.CheckpointManager(
+          self.directory, options=options, item_names=("state", "meta")))
     except OSError as e:
       raise WorkdirError(f"cannot create the checkpoint directory {self.directory}: "
                          f"{e.strerror or e}. Pick a --workdir you can write to.") from e
@@ -237,7 +249,7 @@ class Checkpointer:
     for attempt in range(READER_ATTEMPTS if self.read_only else 1):
       if attempt:  # a live run replaced every step listed: list them again
         time.sleep(0.2 * attempt)
-        self.manager.reload()
+        _listing_steps(self.manager.reload)
       for step in sorted(self.all_steps(), reverse=True):
         try:
           state, meta = self.restore(target, step)
