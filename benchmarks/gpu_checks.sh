@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 6, prepared for a session lent a device machine (one H100 or
+# The GPU measurements, prepared for a lent device machine (one H100 or
 # H200, 15 minutes in all). That machine has JAX, Flax, Optax, Orbax, absl, tqdm, Pillow and
 # PyTorch but no ml_collections, tensorboardX or TensorFlow, and no internet, so:
 #
 #   here, once:   bash benchmarks/gpu_checks.sh prepare      (wheels -> .whl/, CIFAR -> .data/,
-#                 the code before session 7 -> .baseline/)
+#                 the code of commit 7b88581 -> .baseline/)
 #   device tool:  run(command="DEADLINE=560 bash benchmarks/gpu_checks.sh flags stack conv_fusion",
 #                     carry=[".whl", ".data", ".baseline"], timeout_s=580)
 #   then, warm:   "ab rerun", then "profile_cyclegan" (under the winning XLA_FLAGS), each
@@ -16,7 +16,7 @@
 # DEADLINE (seconds, default 540) caps the whole command: each benchmark's timeout is cut to
 # the time left, and one that would get under 60 s is skipped, so the parts that ran still
 # come back (set it under the call's timeout_s and under the device time left). Device
-# time is 15 minutes per session including the machine's start (1-2 min).
+# time is 15 minutes per loan including the machine's start (1-2 min).
 #   fast        cifar10_fast on the JPEG copy, 3 seeds: the PyTorch twin first, then jaxgan
 #               timed to the twin's mean final accuracy                         (~1.5 min)
 #   throughput  train-step table, jaxgan vs PyTorch (eager, channels_last, compile):
@@ -34,10 +34,10 @@
 #   profile     where the step's time goes (benchmarks.profile_step): darknet at batch 256
 #               (2026-11-27: 78 command buffers a step, profiled before the steps settled) (~1.5 min)
 #   profile_cyclegan   the same for cyclegan at batch 1                        (~3 min)
-#   ab          jaxgan's step before session 7 (.baseline/, commit 7b88581) and now, on the same
-#               machine: darknet 512 and cyclegan 1, bfloat16, no PyTorch. Session 7 cut the
+#   ab          jaxgan's step at commit 7b88581 (.baseline/) and now, on the same
+#               machine: darknet 512 and cyclegan 1, bfloat16, no PyTorch. Later commits cut the
 #               kernels per step by 28% and 44% but raised the host launches (graphs split;
-#               benchmarks.gpu_kernels); session 8 stored conv kernels (out, kh, kw, in)
+#               benchmarks.gpu_kernels) and stored conv kernels (out, kh, kw, in)
 #               and donates every state again: this measures what all that moved (~5 min)
 #   flags       jaxgan's darknet 256 and cyclegan 1 steps under two XLA_FLAGS settings:
 #               default; convolutions captured in command buffers (CONVOLUTION, off by
@@ -114,7 +114,7 @@ bench() {  # seconds, a benchmarks/ module's name, then its flags
 }
 tta() { bench "$1" time_to_accuracy "${@:2}" ${EXTRA_FLAGS:-}; }
 tp() { bench "$1" train_throughput "${@:2}"; }
-baseline_tp() {  # train_throughput of the code before session 7, from .baseline/ (run the
+baseline_tp() {  # train_throughput of commit 7b88581, from .baseline/ (run the
   # same way: python -m benchmarks.train_throughput from there, a namespace package)
   [ -d .baseline/jaxgan ] || { echo "no .baseline/ (run prepare here, carry it)" | tee -a "$LOG"
                                return; }
@@ -264,7 +264,7 @@ case "$part" in
     compare "$OUT"/flags{0,1}_cyclegan.json "$OUT"/stack{0,1}_cyclegan.json
     ;;
   rerun)
-    # train.py keeps compiled programs (session 9; ~/.cache/jaxgan/xla by default): the
+    # train.py keeps compiled programs (~/.cache/jaxgan/xla by default): the
     # notebook Darknet recipe twice, 2 steps each, in new workdirs. The first run's compile_s
     # is a compile (31-47 s on an H100 before), the rerun's a load from the cache.
     rm -rf /tmp/jaxgan-xla

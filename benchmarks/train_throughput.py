@@ -19,7 +19,7 @@ the reference's s/iteration is 1 / that).
 Each row reports:
 - compile s: the first step (tracing + XLA compilation + one run), apart;
 - step ms and per second over `--steps` steps after `--warm_steps` (5) more
-  untimed ones (sessions 5 and 6 of 2026-11-27 on an H100 used one);
+  untimed ones (the H100 runs of 2026-11-27 used one);
 - TFLOP/s and MFU: FLOPs per step from XLA's HLO cost analysis of the
   step program (2 per multiply-add), per device as pmap compiles it, times
   the devices: the whole global step. The program is lowered for the host

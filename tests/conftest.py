@@ -19,7 +19,7 @@ import pytest
 def pytest_configure(config):
   """Tests build the same small programs many times (each run, resume and device count
   compiles afresh, in this process and in the train.py processes tests start): a
-  compilation cache for the session keeps the suite fast."""
+  compilation cache for the whole test run keeps the suite fast."""
   import tempfile
   import jax
   cache = os.environ.get("JAXGAN_TEST_COMPILE_CACHE") or tempfile.mkdtemp(prefix="jaxgan-xla-")
