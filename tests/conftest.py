@@ -83,7 +83,7 @@ def shared_cifar():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-  """One decoded-image cache for the whole session, never the user's."""
+  """One decoded-image cache for the whole test run, never the user's."""
   return str(tmp_path_factory.mktemp("jaxgan-cache"))
 
 
