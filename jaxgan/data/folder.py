@@ -484,13 +484,7 @@ def read_images_and_layout(path: str, image_size: int, subdir: str | None = "tra
                            limits: Limits = Limits()) -> tuple[np.ndarray, bool]:
   """`read_images`, and whether `path` had a `subdir` folder (False: every image was read)."""
   path = os.path.expanduser(path)
-  if not os.path.exists(path):
-    raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
-                       "(train.py) or --dataset (evaluate.py) a TFDS name or a folder (or tar "
-                       "archive) of images.")
-  if os.path.isfile(path) and not is_archive(path):
-    raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
-                       f"({', '.join(ARCHIVE_SUFFIXES)}).")
+  _check_dataset_path(path, "a folder (or tar archive) of images")
   check_image_size(image_size, limits)
   cache_file = None
   if cache_dir is not None:
@@ -565,7 +559,7 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
   `cache_dir`: "" for the default cache, None to disable caching.
   """
   path = os.path.expanduser(path)
-  _check_dataset_path(path, splits)
+  _check_dataset_path(path, "an image folder", _layout_help(path, splits))
   check_image_size(image_size, limits)
   cache_file = _cache_file(path, image_size, splits, limits, cache_dir)
   if cache_file is not None and os.path.exists(cache_file):
@@ -607,14 +601,16 @@ def read_image_folder(path: str, image_size: int, splits: Sequence[str] = ("trai
   return result
 
 
-def _check_dataset_path(path: str, splits: Sequence[str]) -> None:
+def _check_dataset_path(path: str, what: str, hint: str = "") -> None:
+  """A DatasetError unless `path` is a folder or an archive; `what` names what it should
+  hold, `hint` (e.g. the expected layout) follows each message."""
+  hint = f" {hint}" if hint else ""
   if not os.path.exists(path):
     raise DatasetError(f"dataset path {path!r} does not exist. Give --config.dataset "
-                       "(train.py) or --dataset (evaluate.py) a TFDS name or an image folder. "
-                       f"{_layout_help(path, splits)}")
+                       f"(train.py) or --dataset (evaluate.py) a TFDS name or {what}.{hint}")
   if os.path.isfile(path) and not is_archive(path):
     raise DatasetError(f"dataset path {path!r} is a file but not a tar archive "
-                       f"({', '.join(ARCHIVE_SUFFIXES)}). {_layout_help(path, splits)}")
+                       f"({', '.join(ARCHIVE_SUFFIXES)}).{hint}")
 
 
 def _cache_file(path: str, image_size: int, splits: Sequence[str], limits: Limits,
