@@ -18,9 +18,9 @@ accuracy there: the score is only as good as the classifier), and the
 Frechet distance / KID in its feature space. Images of any size are resized
 to its `image_size`: train it at the translations' resolution or below.
 
-Expected on horse2zebra: about 90% test accuracy (90.4%, 2026-12-02; horses
-94%, zebras 87%), 1,110 steps in 29 minutes on 2 CPU cores that another run
-shared (42 images/s).
+Expected on horse2zebra: about 90% test accuracy (horses recognised more
+often than zebras), about half an hour on 2 CPU cores. Measured:
+docs/results/README.md (horse2zebra at 64x64).
 """
 from configs import darknet_cifar10
 

@@ -15,9 +15,9 @@ the WGAN's: a flat folder keeps the same `held_out` images (the first of a
 fixed shuffle) out of training, so the GAN metrics' held-out faces are new
 to this network too; its own test accuracy is measured on them.
 
-Expected on 10,000 CelebA faces: 99.0% on the 1,000 held-out faces and their
-turned copies (2026-12-02), 1,124 steps in 30 minutes on 2 CPU cores that
-another run shared (43 images/s).
+Expected on 10,000 CelebA faces: about 99% on the 1,000 held-out faces and
+their turned copies, about half an hour on 2 CPU cores. Measured:
+docs/results/README.md (WGAN on CelebA faces).
 """
 from configs import domain_classifier
 

@@ -2,7 +2,7 @@
 
     python train.py --config configs/wgan_celeba.py --workdir runs/wgan_celeba
     # a local copy, e.g. a folder or archive of aligned faces (any layout, no classes):
-    #   --config.dataset=/data/celeba-images.tar.gz
+    #   --config.dataset=/path/to/celeba-images.tar.gz
 
 TFDS `celeb_a` (162,770 training faces of 218x178, its test split held
 out), or any folder or tar archive of face images: each image's shorter side
