@@ -190,10 +190,15 @@ def validate(config) -> None:
 class ClassifierTask(Task):
   """Darknet / Wide-ResNet training on a device-resident dataset."""
 
-  def __init__(self, config, devices, train: bool = True, stats: dict | None = None):
+  validate = staticmethod(validate)
+
+  @staticmethod
+  def load_data(config, train: bool):
+    return load_classification_data(
+        config, [config.train_split, config.eval_split] if train else [config.eval_split])
+
+  def __init__(self, config, devices, data, train: bool = True, stats: dict | None = None):
     super().__init__(config, devices)
-    splits = [config.train_split, config.eval_split] if train else [config.eval_split]
-    data = load_classification_data(config, splits)
     self.class_names = data.class_names
     self.num_classes = data.num_classes
     self.source = data.source
@@ -451,7 +456,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
       # so it keeps the run's count unless one is given.
       if eval_subset != -1 or str(config.dataset) != "fake":
         config.eval_subset = eval_subset
-    return ClassifierTask(config, devices, train=False, stats=meta["data_stats"])
+    return ClassifierTask.build(config, devices, train=False, stats=meta["data_stats"])
 
   config, task, state, step = restore_latest(workdir, build)
   c = task.eval_counts(parallel.replicate(state, devices))

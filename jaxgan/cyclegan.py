@@ -128,8 +128,14 @@ class CycleGANTask(Task):
   units_per_step = 1
   progress_keys = LOSS_NAMES
 
-  def __init__(self, config, devices, train: bool = True):
-    validate(config)
+  validate = staticmethod(validate)
+
+  @staticmethod
+  def load_data(config, train: bool):
+    """The two training domains, (a, b)."""
+    return load_domains(config, config.train_splits) if train else None
+
+  def __init__(self, config, devices, domains, train: bool = True):
     super().__init__(config, devices)
     dtype = compute_dtype(config.dtype)
     m = config.model
@@ -139,7 +145,7 @@ class CycleGANTask(Task):
     self.num_epochs = config.num_epochs
     self.steps_per_epoch = 1
     if train:
-      a, b = load_domains(config, config.train_splits)
+      a, b = domains
       self.num_a, self.num_b = len(a), len(b)
       self.steps_per_epoch = self.layout.steps_per_epoch(max(self.num_a, self.num_b),
                                                          "images of the larger domain")
@@ -384,7 +390,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   from jaxgan.images import png_writer
   from jaxgan.checkpoint import restore_latest
   config, task, state, step = restore_latest(
-      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+      workdir, lambda config, meta: CycleGANTask.build(config, devices, train=False))
   for_reader(config, cache_dir)
   eval_config, real_a, real_b, split, train = _test_domains(config, dataset)
   g_a, g_b = task.generator_params(state, "G_A"), task.generator_params(state, "G_B")

@@ -28,7 +28,7 @@ def validate_config(config, num_devices_total: int) -> None:
 
 
 def build_task(config, devices, **kwargs):
-  return tasks.of(config).TASK(config, devices, **kwargs)
+  return tasks.of(config).TASK.build(config, devices, **kwargs)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

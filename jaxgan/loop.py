@@ -53,6 +53,22 @@ class Task:
     self.layout = parallel.BatchLayout(devices, config.batch_size)
     self.devices = self.layout.devices
 
+  @staticmethod
+  def validate(config) -> None:
+    """Reject a config this task cannot run (the family's own fields), before any data."""
+
+  @staticmethod
+  def load_data(config, train: bool):
+    """The images the task needs (host numpy), read before the task is built: with `train`
+    the training data as well as what evaluation needs."""
+    raise NotImplementedError
+
+  @classmethod
+  def build(cls, config, devices, train: bool = True, **kwargs) -> "Task":
+    """The task for `config` on `devices`: validated, then given its data already loaded."""
+    cls.validate(config)
+    return cls(config, devices, cls.load_data(config, train), train=train, **kwargs)
+
   @property
   def total_steps(self) -> int:
     """Steps of the whole run (a task with fractional epochs overrides it)."""

@@ -3,10 +3,11 @@
 Each family is a module that provides what the shared code needs of it, so that the
 loop, `experiment` and the command-line scripts never name a family's own fields:
 
-- `TASK`: its `loop.Task` subclass, `TASK(config, devices, train=True)`, which also names
-  the family's own fields a resumed run may change (`resume_safe_fields`);
-- `validate(config)`: the checks of its own fields (the shared ones are
-  `config_checks.validate_run_fields`);
+- `TASK`: its `loop.Task` subclass. `TASK.build(config, devices, train=True)` validates the
+  config, loads the data (`TASK.load_data`) and hands it to the task. It also names the
+  family's own fields a resumed run may change (`resume_safe_fields`);
+- `validate(config)` (also `TASK.validate`): the checks of its own fields (the shared ones
+  are `config_checks.validate_run_fields`);
 - `check_evaluation(saved_config, **options)`: checks before an evaluation loads anything;
 - `evaluate_workdir(workdir, devices, *, dataset, batch_size, cache_dir, features,
   num_samples, eval_subset)`: evaluate a trained workdir (options it has no use for are

@@ -126,7 +126,7 @@ def _generator(workdir: str | None, weights: str | None, direction: str) -> tupl
     return generator, params, None, os.path.abspath(os.path.expanduser(weights))
   devices = parallel.local_devices(1)
   _, task, state, step = restore_latest(
-      workdir, lambda config, meta: CycleGANTask(config, devices, train=False))
+      workdir, lambda config, meta: CycleGANTask.build(config, devices, train=False))
   params = task.generator_params(state, "G_A" if direction == "AtoB" else "G_B")
   return task.generator, params, int(step), os.path.abspath(workdir)
 

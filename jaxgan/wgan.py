@@ -121,8 +121,13 @@ class WGANTask(Task):
   units_per_step = 1
   progress_keys = ("loss_d", "loss_g", "d_real", "d_fake")
 
-  def __init__(self, config, devices, train: bool = True):
-    validate(config)
+  validate = staticmethod(validate)
+
+  @staticmethod
+  def load_data(config, train: bool):
+    return load_gan_images(config) if train else None
+
+  def __init__(self, config, devices, images, train: bool = True):
     super().__init__(config, devices)
     self.gp = config.loss == "wgan_gp"
     dtype = compute_dtype(config.dtype)
@@ -140,7 +145,6 @@ class WGANTask(Task):
     self._sampler = self.generator.clone(axis_name=None)  # sampling runs outside pmap
     self._sample = jax.jit(self._generate)
     if train:
-      images = load_gan_images(config)
       self.num_images = len(images)
       # Batches of this process's own images: a data position, not a count of collectives.
       self.batches_per_epoch = self.layout.steps_per_epoch(len(images), "training images",
@@ -401,7 +405,7 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
   from jaxgan.images import png_writer
   from jaxgan.checkpoint import restore_latest
   config, task, state, step = restore_latest(
-      workdir, lambda config, meta: WGANTask(config, devices, train=False))
+      workdir, lambda config, meta: WGANTask.build(config, devices, train=False))
   for_reader(config, cache_dir)
   if dataset:
     config = config.copy_and_resolve_references()

@@ -126,7 +126,7 @@ def test_wgan_flops_count_every_critic_step():
   from jaxgan.wgan import WGANTask
   config = tiny_wgan_config("fake", train_subset=64, critic_loop="scan")
   devices = parallel.local_devices(1)
-  task = WGANTask(config, devices)
+  task = WGANTask.build(config, devices)
   state = parallel.replicate(task.init_state(jax.random.PRNGKey(0)), devices)
   batch = task.train_batch(0)  # a warm-up iteration: critic_iters_boost = 4 critic steps
   assert batch["index"].shape[1] == 4

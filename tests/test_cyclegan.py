@@ -36,7 +36,7 @@ def state_leaves(workdir):
 
 
 def test_losses_match_independent_computation():
-  task = CycleGANTask(tiny_cyclegan_config(), jax.local_devices()[:1])
+  task = CycleGANTask.build(tiny_cyclegan_config(), jax.local_devices()[:1])
   state = task.init_state(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   a, b = (jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32) for _ in range(2))
@@ -64,7 +64,7 @@ def test_losses_match_independent_computation():
       rtol=2e-4)
   np.testing.assert_allclose(float(d_total), float(d_losses["D_A"] + d_losses["D_B"]), rtol=1e-6)
   # Without the identity term it is zero and the rest is unchanged.
-  no_idt = CycleGANTask(tiny_cyclegan_config(lambda_identity=0.0), jax.local_devices()[:1])
+  no_idt = CycleGANTask.build(tiny_cyclegan_config(lambda_identity=0.0), jax.local_devices()[:1])
   _, (l0, _, _) = no_idt.generator_losses(state.g_params, state.d_params, a, b)
   assert float(l0["idt_A"]) == float(l0["idt_B"]) == 0.0
   np.testing.assert_allclose(float(l0["cycle_A"]), want["cycle_A"], rtol=2e-4)
@@ -74,7 +74,7 @@ def test_losses_match_independent_computation():
 def test_stacked_networks_give_the_same_losses_and_gradients():
   # stack_networks runs each pair of networks as one vmapped call (grouped convolutions):
   # the same function of the parameters, with half the kernel launches.
-  plain, stacked = (CycleGANTask(tiny_cyclegan_config(stack_networks=s), jax.local_devices()[:1])
+  plain, stacked = (CycleGANTask.build(tiny_cyclegan_config(stack_networks=s), jax.local_devices()[:1])
                     for s in (False, True))
   state = plain.init_state(jax.random.PRNGKey(2))
   rng = np.random.default_rng(2)
@@ -123,7 +123,7 @@ def test_one_step_is_generators_first_then_discriminators_on_the_old_fakes(stack
   config = tiny_cyclegan_config(load_size=32, flip=False, pool_size=0,
                                 stack_networks=stack_networks)
   devices = jax.local_devices()[:1]
-  task = CycleGANTask(config, devices)
+  task = CycleGANTask.build(config, devices)
   state = task.init_state(jax.random.PRNGKey(1))
   batch = task.train_batch(0)
   index = np.asarray(batch["index"])[0]
@@ -161,7 +161,7 @@ def test_one_step_is_generators_first_then_discriminators_on_the_old_fakes(stack
 
 def test_unaligned_pairing_epoch_length_and_crops():
   config = tiny_cyclegan_config(train_subset=-1)
-  task = CycleGANTask(config, jax.local_devices()[:1])
+  task = CycleGANTask.build(config, jax.local_devices()[:1])
   assert task.num_a == task.num_b == 64 and task.steps_per_epoch == 64
   task.num_a, task.num_b = 5, 64  # A smaller: A's order wraps round, B is drawn at random
   task._pairs = {}
@@ -170,7 +170,7 @@ def test_unaligned_pairing_epoch_length_and_crops():
   assert len(set(b)) > 30 and not np.array_equal(b, task._epoch_pairs(1)[1])
   # Crops are random windows of the stored 36x36 images, flipped about half the time.
   config = tiny_cyclegan_config(batch_size=4, num_devices=4)
-  task = CycleGANTask(config, jax.local_devices()[:4])
+  task = CycleGANTask.build(config, jax.local_devices()[:4])
   crop = parallel.pmap_step(lambda imgs, idx, k: task._augment(imgs, idx, k),
                             jax.local_devices()[:4], donate_state=False)
   stored = parallel.replicate(np.asarray(jax.device_get(task.images["a"]))[0],
@@ -277,9 +277,9 @@ def test_domains_from_folders_archives_and_tfds(tmp_path):
 
 def test_bfloat16_option_is_finite_close_to_float32_and_keeps_float32_state():
   devices = jax.local_devices()[:1]
-  tasks = {d: CycleGANTask(tiny_cyclegan_config(dtype=d), devices) for d in ("float32", "bfloat16")}
+  tasks = {d: CycleGANTask.build(tiny_cyclegan_config(dtype=d), devices) for d in ("float32", "bfloat16")}
   # stack_networks in bfloat16 too: the grouped convolutions compute in the same dtype.
-  tasks["stacked"] = CycleGANTask(tiny_cyclegan_config(dtype="bfloat16", stack_networks=True),
+  tasks["stacked"] = CycleGANTask.build(tiny_cyclegan_config(dtype="bfloat16", stack_networks=True),
                                   devices)
   state = tasks["float32"].init_state(jax.random.PRNGKey(0))
   a, b = (from_uint8(jnp.asarray(x[:2, 2:34, 2:34])) for x in jax.device_get(
@@ -309,7 +309,7 @@ def test_bfloat16_option_is_finite_close_to_float32_and_keeps_float32_state():
 ])
 def test_bad_settings_are_clear_errors(field, value, match):
   with pytest.raises(ConfigError, match=match):
-    CycleGANTask(tiny_cyclegan_config(**{field: value}), jax.local_devices()[:1])
+    CycleGANTask.build(tiny_cyclegan_config(**{field: value}), jax.local_devices()[:1])
 
 
 def run_cli(*args):
@@ -345,7 +345,7 @@ def test_train_grids_then_translate_a_folder_of_odd_sized_images(tmp_path):
   # A size the generator takes directly gives exactly the generator's output.
   from jaxgan.checkpoint import restore_latest
   _, task, state, _ = restore_latest(
-      workdir, lambda c, meta: CycleGANTask(c, jax.local_devices()[:1], train=False))
+      workdir, lambda c, meta: CycleGANTask.build(c, jax.local_devices()[:1], train=False))
   want = task.translate(state.g_params["G_B"], np.asarray(Image.open(inp / "square.png"))[None])
   np.testing.assert_array_equal(np.asarray(Image.open(dest / "square.png")), want[0])
 

@@ -228,7 +228,7 @@ def test_wgan_on_a_flat_archive_trains_without_and_is_measured_on_its_held_out_i
   assert out["reference"] == "held-out real images" and "memorisation" in out
   assert np.isfinite(out["real_baseline_frechet_distance"])  # (its meaning: test_gan_metrics)
   from jaxgan.wgan import WGANTask
-  assert WGANTask(config, jax.local_devices()[:1]).num_images == 36
+  assert WGANTask.build(config, jax.local_devices()[:1]).num_images == 36
 
 
 def test_labels_and_held_out_are_checked(tmp_path):
