@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -177,9 +178,50 @@ def _drop_partial_entries(path: str, filelock) -> None:
     logging.warning("could not tidy the compilation cache %s (%s); JAX may warn about it", path, e)
 
 
+# Device files that mean this machine has an accelerator JAX could use: NVIDIA's driver makes
+# /dev/nvidiactl and /dev/nvidia<N>; a Cloud TPU VM has /dev/accel<N> (TPU v2-v4) or /dev/vfio/<N>
+# (v5e and later; a device passed through with VFIO would show there too, hence only a warning).
+ACCELERATOR_PROBES = (
+    ("/dev/nvidiactl", "an NVIDIA GPU"),
+    ("/dev/nvidia0", "an NVIDIA GPU"),
+    ("/dev/accel0", "a TPU"),
+    ("/dev/vfio/0", "a TPU"),
+)
+# What installs JAX's build for each (pyproject.toml's extras).
+_ACCELERATOR_FIXES = {
+    "an NVIDIA GPU": ('JAX\'s CUDA build: pip install -e ".[cuda12]", or ".[cuda13]" for CUDA 13 '
+                      'drivers'),
+    "a TPU": 'JAX\'s TPU build: pip install -e ".[tpu]"',
+}
+_accelerator_checked = False
+
+
+def warn_if_accelerator_unused() -> str | None:
+  """Print one line to stderr, once per process, when this machine has an accelerator (a file
+  of ACCELERATOR_PROBES exists) but JAX runs on the CPU: JAX's CPU-only build, the default of
+  `pip install -e .`. Returns the line, or None. Silent where JAX_PLATFORMS (jax_platforms)
+  chooses the platforms: the CPU was asked for.
+  """
+  global _accelerator_checked
+  if _accelerator_checked:
+    return None
+  _accelerator_checked = True
+  if jax.config.jax_platforms or jax.default_backend() != "cpu":
+    return None
+  for path, what in ACCELERATOR_PROBES:
+    if os.path.exists(path):
+      line = (f"warning: this machine has {what} ({path}) but JAX sees only the CPU, so it runs "
+              f"on the CPU. Install {_ACCELERATOR_FIXES[what]} (see README, Install).")
+      print(line, file=sys.stderr, flush=True)
+      return line
+  return None
+
+
 def local_devices(num_devices: int = -1, flag: str = "--config.num_devices") -> list:
   """The first `num_devices` local devices (-1: all of them); a ConfigError naming `flag`,
-  where the count came from, if there are not that many."""
+  where the count came from, if there are not that many. The first call warns when an
+  accelerator goes unused (warn_if_accelerator_unused)."""
+  warn_if_accelerator_unused()
   devices = jax.local_devices()
   if num_devices == -1:
     return devices
