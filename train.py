@@ -1,31 +1,5 @@
-"""Train a jaxgan recipe.
-
-    python train.py --config configs/darknet_cifar10.py --workdir runs/darknet \
-        [--config.batch_size=512 --config.dataset=/data/cifar10 ...]
-
-Re-running the same command resumes from the latest checkpoint in --workdir.
-"""
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from jaxgan import cli
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and config go.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  from jaxgan.experiment import train_and_evaluate
-  with cli.user_errors():
-    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  if result["eval"]:
-    print("final eval: " + ", ".join(f"{k} {v:.4f}" for k, v in result["eval"].items()))
-
+"""The `jaxgan-train` command, run from a checkout: `python train.py --helpshort`."""
+from jaxgan.cli.train import run
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  run()

@@ -54,7 +54,7 @@ PEAK_TFLOPS = (
 def config_for(preset, batch_size, dtype, num_devices, overrides=()):
   """A preset's config on fake data; `overrides`: "field.path=<JSON value>" strings."""
   module, model, _ = PRESETS[preset]
-  config = importlib.import_module(f"configs.{module}").get_config()
+  config = importlib.import_module(f"jaxgan.configs.{module}").get_config()
   config.model.update(model)
   config.dataset = "fake"
   config.train_subset = max(16 * batch_size, 2048 if config.get("task") != "cyclegan" else 64)

@@ -6,14 +6,13 @@ import importlib
 import importlib.util
 import json
 import os
-import pkgutil
 import re
 import shlex
 import sys
 
 import jax
 
-from jaxgan import parallel, tasks
+from jaxgan import configs, parallel, tasks
 from jaxgan.config_checks import check as _check, validate_run_fields
 from jaxgan.errors import ConfigError
 from jaxgan.loop import run
@@ -115,21 +114,15 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _recipe_kinds(task: str) -> dict:
-  """{field: {kinds}, field + "[]": {kinds of its items}} over jaxgan's recipes (configs/)
-  of `task`, as train.py writes them to config.json: the schema a saved config is checked
-  against. {} where the recipes cannot be imported (jaxgan used outside its repository)."""
-  ours = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-  spec = importlib.util.find_spec("configs")  # not imported yet: it may be someone else's
-  if spec is None or [os.path.abspath(p) for p in spec.submodule_search_locations or ()] != [
-      ours]:
-    return {}
-  import configs
+  """{field: {kinds}, field + "[]": {kinds of its items}} over jaxgan's recipes
+  (`jaxgan.configs`) of `task`, as train.py writes them to config.json: the schema a saved
+  config is checked against."""
   kinds = collections.defaultdict(set)
-  for module in pkgutil.iter_modules(configs.__path__):
+  for name in configs.names():
     try:
-      saved = json.loads(importlib.import_module(f"configs.{module.name}").get_config()
+      saved = json.loads(importlib.import_module(f"jaxgan.configs.{name}").get_config()
                          .to_json_best_effort())
-    except Exception:  # not a recipe (configs/common.py), or one that needs an argument
+    except Exception:  # a recipe that needs an argument
       continue
     if saved.get("task", "classifier") != task:
       continue

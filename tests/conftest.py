@@ -96,7 +96,7 @@ TINY_CLI = ["--config", "configs/tiny_darknet.py", "--config.num_devices=1",
 
 def tiny_config(dataset, cache_dir="none", **overrides):
   """The tiny Darknet recipe on `dataset`, 1 device, quiet; `a__b=v` sets config.a.b."""
-  from configs import tiny_darknet
+  from jaxgan.configs import tiny_darknet
   config = tiny_darknet.get_config()
   config.dataset = dataset
   config.cache_dir = cache_dir
@@ -117,7 +117,7 @@ def tiny_config(dataset, cache_dir="none", **overrides):
 
 def tiny_fast_config(dataset, cache_dir="none", **overrides):
   """configs/cifar10_fast.py at toy size on `dataset`: 1 device, float32, quiet."""
-  from configs import cifar10_fast
+  from jaxgan.configs import cifar10_fast
   config = cifar10_fast.get_config()
   config.dataset = dataset
   config.cache_dir = cache_dir
@@ -149,7 +149,7 @@ def set_fields(config, overrides):
 
 def tiny_wgan_config(dataset, **overrides):
   """A 16x16 WGAN with 8-channel nets, short critic schedule, 1 device, quiet."""
-  from configs import wgan_cifar10
+  from jaxgan.configs import wgan_cifar10
   config = wgan_cifar10.get_config()
   config.dataset = dataset
   config.cache_dir = "none"
@@ -174,7 +174,7 @@ def tiny_wgan_config(dataset, **overrides):
 
 def tiny_cyclegan_config(dataset="fake", **overrides):
   """32x32 crops of 36x36 images, 8-channel nets with 1 block, 1 device, quiet."""
-  from configs import cyclegan_horse2zebra
+  from jaxgan.configs import cyclegan_horse2zebra
   config = cyclegan_horse2zebra.get_config()
   config.dataset = dataset
   config.cache_dir = "none"

@@ -85,7 +85,7 @@ _CXX_STARTUP = re.compile(r"WARNING: All log messages before absl::InitializeLog
 
 def test_evaluate_and_translate_errors_are_one_paragraph(tmp_path):
   """A workdir whose run never saved, a damaged config.json, bad flag values."""
-  from configs import cyclegan_horse2zebra, tiny_darknet
+  from jaxgan.configs import cyclegan_horse2zebra, tiny_darknet
   never_saved, cyclegan, damaged = (tmp_path / n for n in ("never_saved", "cyclegan", "damaged"))
   for workdir, config in ((never_saved, tiny_darknet), (cyclegan, cyclegan_horse2zebra)):
     workdir.mkdir()

@@ -71,7 +71,7 @@ def test_whitening_kernel_whitens_the_training_patches():
 def test_every_classifier_recipe_takes_every_schedule():
   """--config.schedule=<kind> works on any classifier recipe: each defines every schedule's
   values (a schedule that reads a field the recipe lacks could not be added by a flag)."""
-  from configs import cifar10_fast, darknet_cifar10, tiny_darknet, wrn22_cifar10
+  from jaxgan.configs import cifar10_fast, darknet_cifar10, tiny_darknet, wrn22_cifar10
   from jaxgan.classifier import make_schedules
   for module in (cifar10_fast, darknet_cifar10, tiny_darknet, wrn22_cifar10):
     for kind in ("clr_beta", "clr", "triangle", "constant"):

@@ -9,7 +9,7 @@ def test_small_darknet_learns_real_cifar10(shared_cifar, cache_dir, tmp_path):
   assert data["test"][0].shape == (10000, 32, 32, 3)
   assert data["class_names"][:3] == ["airplane", "automobile", "bird"]
 
-  from configs import tiny_darknet
+  from jaxgan.configs import tiny_darknet
   config = tiny_darknet.get_config()  # 5,000 train / 1,000 test images, small Darknet
   config.dataset = shared_cifar
   config.cache_dir = cache_dir

@@ -80,7 +80,7 @@ def test_flat_archive_holds_out_the_same_images_for_every_recipe(tmp_path):
     load_gan_split(set_fields(config, {"held_out": 0, "train_subset": -1}), "test")
 
   # The upright classifier on the same archive tests on exactly the WGAN's held-out faces.
-  from configs import upright_classifier
+  from jaxgan.configs import upright_classifier
   up = upright_classifier.get_config()
   set_fields(up, {"dataset": archive, "image_size": 8, "held_out": 4, "cache_dir": "none"})
   data = load_classification_data(up)
@@ -93,7 +93,7 @@ def test_flat_archive_holds_out_the_same_images_for_every_recipe(tmp_path):
 
 
 def test_domain_classes_from_test_domains_or_held_out_of_two_folders(tmp_path):
-  from configs import domain_classifier
+  from jaxgan.configs import domain_classifier
   files = {f"h2z/{split}/{i}.png": png_bytes(x) for split, n, off in
            (("trainA", 20, 0), ("trainB", 30, 100), ("testA", 3, 200), ("testB", 5, 220))
            for i, x in enumerate(numbered(n, offset=off))}
@@ -177,7 +177,7 @@ def test_cyclegan_evaluate_reports_the_domain_classifiers_own_test_accuracy(tmp_
   """The score's ceiling, computed from the CycleGAN report's predictions on the real test
   images, equals the classifier's accuracy from its own evaluation (another code path)."""
   dataset = write_two_domains(tmp_path / "data", np.random.default_rng(0))
-  from configs import domain_classifier
+  from jaxgan.configs import domain_classifier
   clf = set_fields(domain_classifier.get_config(), {
       "dataset": dataset, "image_size": 16, "cache_dir": "none", "num_devices": 1,
       "progress_bar": False, "model__num_blocks": (1,), "model__nf": 4, "augment__pad": 2,

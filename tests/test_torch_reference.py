@@ -182,7 +182,7 @@ def test_crop_flip_matches_jaxgan_augmentation(mode, pad, size):
 
 def small_darknet_config(batch_size):
   """The tiny Darknet recipe with one 8-channel block at 16x16."""
-  from configs import tiny_darknet
+  from jaxgan.configs import tiny_darknet
   config = tiny_darknet.get_config()
   config.model.num_blocks = (1,)
   config.model.nf = 8

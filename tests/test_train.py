@@ -177,7 +177,7 @@ def test_unwritable_workdir_is_a_clear_error(image_folder, tmp_path):
 
 
 def test_wide_resnet_recipe_trains_through_the_same_loop(image_folder, tmp_path):
-  from configs import wrn22_cifar10
+  from jaxgan.configs import wrn22_cifar10
   from conftest import set_fields
   config = wrn22_cifar10.get_config()
   set_fields(config, dict(dataset=image_folder, cache_dir="none", image_size=8, augment__pad=2,

@@ -213,7 +213,7 @@ def test_edited_config_and_foreign_checkpoints_are_clear_errors(trained, tmp_pat
 
 
 def test_num_samples_is_bounded_by_memory(tmp_path):
-  from configs import wgan_cifar10
+  from jaxgan.configs import wgan_cifar10
   (tmp_path / "config.json").write_text(wgan_cifar10.get_config().to_json())
   with pytest.raises(ConfigError, match=r"--num_samples=1,000,000,000 needs about .* GiB of "
                                         r"memory .* use at most [\d,]+ here"):

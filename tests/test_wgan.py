@@ -21,7 +21,7 @@ def gan_folder(tmp_path):
 
 
 def test_n_critic_schedule_of_the_reference():
-  from configs import wgan_cifar10
+  from jaxgan.configs import wgan_cifar10
   config = wgan_cifar10.get_config()
   assert [n_critic(i, config) for i in (0, 24, 25, 499, 500, 501, 1000)] == \
       [100, 100, 5, 5, 100, 5, 100]

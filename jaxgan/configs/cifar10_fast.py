@@ -25,7 +25,7 @@ weight decay = 0.0153 / 11.5 give the same updates.
 """
 import ml_collections
 
-from configs import darknet_cifar10
+from jaxgan.configs import darknet_cifar10
 
 
 def get_config():

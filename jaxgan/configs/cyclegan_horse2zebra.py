@@ -23,7 +23,7 @@ on a GPU). Measured: docs/results/h100.md.
 """
 import ml_collections
 
-from configs.common import add_data_fields, add_run_fields
+from jaxgan.configs.common import add_data_fields, add_run_fields
 
 
 def get_config():

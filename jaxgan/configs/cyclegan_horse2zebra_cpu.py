@@ -18,7 +18,7 @@ classifier (about 90% test accuracy), most translated test horses are taken for
 zebras (about 80%, against a few percent untranslated) and nearly all translated
 zebras for horses. Measured: docs/results/README.md (horse2zebra at 64x64).
 """
-from configs import cyclegan_horse2zebra
+from jaxgan.configs import cyclegan_horse2zebra
 
 
 def get_config():

@@ -17,7 +17,7 @@ Without internet, pass a local copy: --config.dataset=/path/to/cifar10
 """
 import ml_collections
 
-from configs.common import add_data_fields, add_run_fields
+from jaxgan.configs.common import add_data_fields, add_run_fields
 
 
 def get_config():

@@ -22,7 +22,7 @@ Expected on horse2zebra: about 90% test accuracy (horses recognised more
 often than zebras), about half an hour on 2 CPU cores. Measured:
 docs/results/README.md (horse2zebra at 64x64).
 """
-from configs import darknet_cifar10
+from jaxgan.configs import darknet_cifar10
 
 
 def get_config():

@@ -5,7 +5,7 @@
 
 Expected: a few minutes on 2 CPU cores, well above chance (10%) on CIFAR-10.
 """
-from configs import darknet_cifar10
+from jaxgan.configs import darknet_cifar10
 
 
 def get_config():

@@ -19,7 +19,7 @@ Expected on 10,000 CelebA faces: about 99% on the 1,000 held-out faces and
 their turned copies, about half an hour on 2 CPU cores. Measured:
 docs/results/README.md (WGAN on CelebA faces).
 """
-from configs import domain_classifier
+from jaxgan.configs import domain_classifier
 
 
 def get_config():

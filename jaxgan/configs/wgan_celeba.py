@@ -17,7 +17,7 @@ Expected: face-like samples within a few thousand generator iterations;
 published clipping-WGAN FID on CelebA is about 41 (Lucic et al. 2018, with
 Inception features). configs/wgan_celeba_cpu.py is the laptop-sized version.
 """
-from configs import wgan_cifar10
+from jaxgan.configs import wgan_cifar10
 
 
 def get_config():

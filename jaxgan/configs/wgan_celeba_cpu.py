@@ -18,7 +18,7 @@ Frechet distance far below an untrained generator's, both in the upright
 classifier's features and in pixels, and no collapse or copying flagged.
 Measured: docs/results/README.md (WGAN on CelebA faces).
 """
-from configs import wgan_celeba
+from jaxgan.configs import wgan_celeba
 
 
 def get_config():

@@ -18,7 +18,7 @@ CIFAR-10).
 """
 import ml_collections
 
-from configs.common import add_data_fields, add_run_fields
+from jaxgan.configs.common import add_data_fields, add_run_fields
 
 
 def get_config():

@@ -11,7 +11,7 @@ uint8 on each device and in the decode cache). Use
 Expected: blurry but recognisable bedrooms after about 2,000 generator
 iterations, as in the notebook.
 """
-from configs import wgan_cifar10
+from jaxgan.configs import wgan_cifar10
 
 
 def get_config():

@@ -16,7 +16,7 @@ Measured: docs/results/h100.md.
 """
 import ml_collections
 
-from configs import darknet_cifar10
+from jaxgan.configs import darknet_cifar10
 
 
 def get_config():
