@@ -463,7 +463,7 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
   per_class = {name: float(c["correct"][i] / max(c["total"][i], 1))
                for i, name in enumerate(task.class_names)}
   result = {
-      "workdir": os.path.abspath(workdir), "step": int(step), "dataset": task.source,
+      "step": int(step), "dataset": task.source,
       "split": config.eval_split, "num_examples": int(c["total"].sum()),
       **summarize_counts(c), "per_class_accuracy": per_class,
       "num_params": count_params(state.params),
@@ -481,7 +481,7 @@ def format_report(result: dict) -> list[str]:
            + f"loss {result['loss']:.4f}"]
   lines += [f"  {name:>12s} {acc:.4f}" for name, acc in result["per_class_accuracy"].items()]
   if "not_written" not in result:
-    lines.append(f"written to {os.path.join(result['workdir'], 'eval.json')}")
+    lines.append(f"written to {result['eval_json']}")
   return lines
 
 

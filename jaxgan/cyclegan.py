@@ -18,7 +18,6 @@ many devices share the batch. Instance norm is per image, so batches above
 1 and data parallelism need nothing else.
 """
 import functools
-import os
 from typing import Any
 
 import flax
@@ -408,13 +407,11 @@ def evaluate_workdir(workdir: str, devices: list, dataset: str | None = None,
     right = (metrics["AtoB"]["target_class_share"]["real_target"] * len(real_b)
              + metrics["BtoA"]["target_class_share"]["real_target"] * len(real_a))
     metrics["classifier_accuracy"] = right / (len(real_a) + len(real_b))
-  result = {"workdir": os.path.abspath(workdir), "step": int(step),
-            "dataset": str(eval_config.dataset), "split": split,
+  result = {"step": int(step), "dataset": str(eval_config.dataset), "split": split,
             "num_a": len(real_a), "num_b": len(real_b),
             "cycle_l1_A": err(rec_a, real_a), "cycle_l1_B": err(rec_b, real_b),
             "identity_l1_A": err(idt_a, real_b), "identity_l1_B": err(idt_b, real_a),
-            "translations": os.path.join(workdir, "translations.npz"),
-            "grid": os.path.join(workdir, "eval.png"), **metrics}
+            "translations": "translations.npz", "grid": "eval.png", **metrics}
   grid = task.cycle_grid(state, real_a[:8], real_b[:8])
   return result, {
       "translations.npz": lambda f: np.savez_compressed(f, fake_b=fake_b, fake_a=fake_a),

@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import sys
+import time
 
 import jax
 
@@ -37,14 +38,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """
   parallel.use_xla_flags(config.get("xla_flags", ""))  # before JAX starts: XLA reads them once
   parallel.maybe_initialize_distributed(config.get("distributed", False))
+  new = not os.path.exists(os.path.expanduser(workdir))
   workdir = prepare_workdir(workdir)
-  devices = parallel.local_devices(config.get("num_devices", -1))
-  validate_config(config, len(devices) * jax.process_count())
-  check_same_config_on_all_hosts(config)  # before the hosts' first collective can diverge
-  parallel.use_compilation_cache(config.get("compilation_cache", ""))
-  with WorkdirLock(workdir):
-    task = build_task(config, devices)
-    return run(task, config, workdir, devices)
+  try:
+    devices = parallel.local_devices(config.get("num_devices", -1))
+    validate_config(config, len(devices) * jax.process_count())
+    check_same_config_on_all_hosts(config)  # before the hosts' first collective can diverge
+    parallel.use_compilation_cache(config.get("compilation_cache", ""))
+    with WorkdirLock(workdir):
+      task = build_task(config, devices)
+      return run(task, config, workdir, devices)
+  except BaseException:
+    if new and jax.process_index() == 0:
+      _remove_if_unused(workdir)
+    raise
+
+
+def _remove_if_unused(workdir: str) -> None:
+  """Remove a workdir this run created when it failed before writing anything in it (a bad
+  dataset, a config error), so a typo leaves no empty folder behind."""
+  try:
+    if set(os.listdir(workdir)) <= {".lock"}:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(workdir, ".lock"))
+      os.rmdir(workdir)
+  except OSError:  # something appeared meanwhile, or it cannot be removed: leave it
+    pass
 
 
 # ---- readers: evaluate.py and translate.py --------------------------------------------------
@@ -234,8 +253,11 @@ def _check_can_write_results(workdir: str, names: tuple) -> None:
 def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
              eval_batch_size: int | None = None, num_samples: int = 1000,
              features: str | None = None, eval_subset: int = -1, xla_flags: str = "",
-             compilation_cache: str = "", cache_dir: str | None = None) -> dict:
-  """Evaluate the latest checkpoint of `workdir`; writes `<workdir>/eval.json`.
+             compilation_cache: str = "", cache_dir: str | None = None,
+             name: str = "") -> dict:
+  """Evaluate the latest checkpoint of `workdir`; writes `<workdir>/eval.json`, or with a
+  `name`, `eval_<name>.json` and its other files with the same suffix (`output_name`), so
+  that several evaluations of one workdir are kept side by side.
 
   Classifier: test accuracy (plain, flip TTA), loss, per class, on the first
   `eval_subset` test images (-1: all, whatever the training run used);
@@ -256,22 +278,43 @@ def evaluate(workdir: str, dataset: str | None = None, num_devices: int = -1,
   task, saved = _read_workdir(workdir, "evaluate.py", xla_flags, compilation_cache, cache_dir)
   family = tasks.family(task)
   family.check_evaluation(saved, num_samples=num_samples)
-  _check_can_write_results(workdir, family.EVAL_OUTPUTS + ("eval.json",))
+  _check(name == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) is not None,
+         f"--name={name!r}: use letters, digits, '_', '-' and '.' (e.g. inception); it "
+         "becomes part of file names in the workdir")
+  _check_can_write_results(workdir, tuple(output_name(f, name) for f in
+                                          family.EVAL_OUTPUTS + ("eval.json",)))
   devices = parallel.local_devices(num_devices, "--num_devices")
-  with _missing_fields_named(workdir, saved, task):
+  start = time.perf_counter()
+  with _missing_fields_named(workdir, saved, task), parallel.CompileTime() as compiling:
     result, files = family.evaluate_workdir(
         workdir, devices, dataset=dataset, batch_size=eval_batch_size, cache_dir=cache_dir,
         features=features, num_samples=num_samples, eval_subset=eval_subset)
-  return _save_evaluation(workdir, {"task": task, **result}, files)
+  result["seconds"] = {"total": round(time.perf_counter() - start, 1),
+                       "compiling": round(compiling.seconds, 1)}
+  return _save_evaluation(workdir, {"task": task, **result}, files, name)
 
 
-def _save_evaluation(workdir: str, result: dict, files: dict) -> dict:
-  """Process 0 writes a family's files and `eval.json` (the result) into the workdir; what
-  cannot be written is listed in the returned result under "not_written"."""
+def output_name(file_name: str, name: str) -> str:
+  """Where evaluation `name` writes `file_name`: eval.json -> eval_<name>.json,
+  samples.npz -> samples_<name>.npz; unchanged without a name."""
+  stem, ext = os.path.splitext(file_name)
+  return f"{stem}_{name}{ext}" if name else file_name
+
+
+def _save_evaluation(workdir: str, result: dict, files: dict, name: str = "") -> dict:
+  """Process 0 writes a family's files and the result (eval.json) into the workdir; what
+  cannot be written is listed in the returned result under "not_written". Paths in the
+  result are absolute: the workdir, and each value that names one of `files`."""
   from jaxgan.images import save_outputs
+  workdir = os.path.abspath(workdir)
+  path = lambda f: os.path.join(workdir, output_name(f, name))
+  result = {"workdir": workdir, "eval_json": path("eval.json"),
+            **{k: path(v) if isinstance(v, str) and v in files else v for k, v in result.items()}}
   if jax.process_index() == 0:
     text = json.dumps(result, indent=2).encode()
-    not_written = save_outputs(workdir, {**files, "eval.json": lambda f: f.write(text)})
+    outputs = {output_name(f, name): write for f, write in files.items()}
+    not_written = save_outputs(workdir, {**outputs, output_name("eval.json", name):
+                                         lambda f: f.write(text)})
     if not_written:
       result["not_written"] = not_written
   return result

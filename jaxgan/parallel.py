@@ -109,6 +109,29 @@ COMPILATION_CACHE_MAX_BYTES = 2 * 2 ** 30
 _OFF = ("none", "off", "false")
 
 
+# JAX's monitoring events for the stages of compiling a program (jax._src.dispatch).
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+class CompileTime:
+  """Seconds spent compiling (tracing, lowering, XLA) inside the `with` block: on a CPU it is
+  most of a short job's time, so a command can say where its time went."""
+
+  def __enter__(self):
+    self.seconds = 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._record)
+    return self
+
+  def _record(self, event: str, duration: float, **unused) -> None:
+    if event in COMPILE_EVENTS:
+      self.seconds += duration
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._record)
+
+
 def use_compilation_cache(setting: str = "", strict: bool = True,
                           flag: str = "--config.compilation_cache") -> str | None:
   """Keep compiled programs on disk, so that a rerun or resume skips compilation.

@@ -12,7 +12,8 @@ loop, `experiment` and the command-line scripts never name a family's own fields
 - `evaluate_workdir(workdir, devices, *, dataset, batch_size, cache_dir, features,
   num_samples, eval_subset)`: evaluate a trained workdir (options it has no use for are
   ignored); returns (result, {file name: writer}) and `experiment.evaluate` writes them
-  with `eval.json`;
+  with `eval.json` (a result value that is one of those file names becomes that file's
+  path);
 - `EVAL_OUTPUTS`: the names of those files, checked before any work;
 - `format_report(result)`: the lines `evaluate.py` prints.
 """

@@ -424,12 +424,10 @@ def evaluate_workdir(workdir: str, devices: list, num_samples: int = 1000,
   train, train_which = load_gan_split(config)
   train = train[np.sort(np.random.default_rng(0).permutation(len(train))[:max_train])]
   report, pairs = unconditional_report(space, samples, held_out, train, batch_size or 250, devices)
-  result = {"workdir": os.path.abspath(workdir), "step": int(step),
-            "dataset": str(config.dataset), "held_out_images": held_out_which,
+  result = {"step": int(step), "dataset": str(config.dataset), "held_out_images": held_out_which,
             "train_images": f"{len(train)} of {train_which}",
-            "num_samples": int(num_samples), "samples": os.path.join(workdir, "samples.npz"),
-            "grid": os.path.join(workdir, "samples.png"),
-            "memorisation_grid": os.path.join(workdir, "memorisation.png"), **report}
+            "num_samples": int(num_samples), "samples": "samples.npz", "grid": "samples.png",
+            "memorisation_grid": "memorisation.png", **report}
   return result, {"samples.npz": lambda f: np.savez_compressed(f, images=samples),
                   "samples.png": png_writer(make_grid(samples[:64])),
                   "memorisation.png": png_writer(pairs)}

@@ -40,9 +40,18 @@ def test_train_then_evaluate_from_the_command_line(image_folder, tmp_path):
   assert "with flip TTA" in out.stdout and " a " in out.stdout.replace("\n", " ")
   with open(os.path.join(workdir, "eval.json")) as f:
     assert json.load(f)["num_examples"] == 12  # every test image, not training's eval_subset
-  out = run("evaluate.py", f"--workdir={workdir}", "--num_devices=1", "--eval_subset=6")
+  out = run("evaluate.py", f"--workdir={workdir}", "--num_devices=1", "--eval_subset=6",
+            "--name=first6")
   assert out.returncode == 0, out.stderr
-  assert "(test, 6 images)" in out.stdout
+  assert "(test, 6 images)" in out.stdout and "eval_first6.json" in out.stdout
+  # A named evaluation is kept beside the first one, which it leaves alone.
+  for name, count in (("eval.json", 12), ("eval_first6.json", 6)):
+    with open(os.path.join(workdir, name)) as f:
+      saved = json.load(f)
+    assert saved["num_examples"] == count and saved["eval_json"] == os.path.join(workdir, name)
+  # Where the time went: measured, compiling a part of it.
+  assert re.search(r"^took \d+ s, \d+ s of it compiling$", out.stdout, re.M)
+  assert 0 < saved["seconds"]["compiling"] <= saved["seconds"]["total"]
 
 
 @pytest.mark.parametrize("override,message", [

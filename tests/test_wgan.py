@@ -130,6 +130,8 @@ def test_sample_grids_metrics_and_evaluate(gan_folder, image_folder, tmp_path):
   # The flat folder has no test images: the training images are the reference, said so.
   assert out["feature_space"] == "pixels" and out["reference"].startswith("training images")
   assert out["frechet_distance"] > 0 and np.isfinite(out["kid"])
+  # Every path in eval.json is absolute, whatever the --workdir given.
+  assert out["workdir"] == workdir and out["samples"] == os.path.join(workdir, "samples.npz")
   with np.load(out["samples"]) as z:
     samples = z["images"]
   assert samples.shape == (20, 16, 16, 3) and samples.dtype == np.uint8

@@ -4,7 +4,8 @@
 
 (or `python evaluate.py` in a checkout).
 
-Uses the config saved in the workdir and writes <workdir>/eval.json:
+Uses the config saved in the workdir and writes <workdir>/eval.json (with --name N:
+eval_N.json, and N-suffixed files, so that several evaluations of one workdir are kept):
 - classifier: test accuracy (plain, with flip TTA, and with flip + translate TTA for
   recipes with tta_translate), loss, per-class accuracy;
 - WGAN: --num_samples samples to samples.npz and a grid to samples.png;
@@ -43,6 +44,9 @@ _CACHE_DIR = flags.DEFINE_string(
     "cache_dir", None, "Where decoded dataset images are cached: jaxgan's own cache by "
     "default ('none' if the run turned caching off), 'none', or a folder (never taken from "
     "the workdir's config.json).")
+_NAME = flags.DEFINE_string(
+    "name", "", "Name of this evaluation, to keep several: results go to eval_<name>.json "
+    "and its files get the same suffix (samples_<name>.npz, ...). Default: eval.json.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -56,9 +60,11 @@ def main(argv):
                       eval_batch_size=_BATCH.value, num_samples=_SAMPLES.value,
                       features=_FEATURES.value, eval_subset=_SUBSET.value,
                       xla_flags=_XLA_FLAGS.value, compilation_cache=_COMPILATION_CACHE.value,
-                      cache_dir=_CACHE_DIR.value)
+                      cache_dir=_CACHE_DIR.value, name=_NAME.value)
   from jaxgan import tasks
   print("\n".join(tasks.family(result["task"]).format_report(result)))
+  took = result["seconds"]
+  print(f"took {took['total']:.0f} s, {took['compiling']:.0f} s of it compiling")
   if "not_written" in result:
     print(f"not saved in {_WORKDIR.value}: {', '.join(result['not_written'])} (see the warnings "
           "above); the results are the ones printed here")
