@@ -156,6 +156,29 @@ def test_tfds_offline_without_a_copy_fails_at_once_with_the_fix(tmp_path, monkey
                                          tfds_data_dir=str(tmp_path)))
 
 
+def test_a_failed_tfds_download_is_one_paragraph_with_the_alternatives(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from jaxgan.data import tfds_source
+  monkeypatch.setattr(tfds_source, "_internet_reachable", lambda timeout=3.0: True)
+
+  def drive_refuses(self, *args, **kwargs):  # what CelebA's Google Drive host answers
+    raise OSError("Too many users have viewed or downloaded this file recently (Google Drive "
+                  "quota exceeded)")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", drive_refuses)
+  with pytest.raises(DatasetError, match=r"could not download or prepare the TFDS dataset "
+                     r"'cifar10' into .*\(OSError: Too many users.*try again later.*"
+                     r"--config.dataset=/data/cifar10"):
+    load_classification_data(tiny_config("cifar10", image_size=32, tfds_data_dir=str(tmp_path)))
+
+
+def test_a_folder_without_the_eval_split_names_the_field_to_set(tmp_path, image_folder):
+  import shutil
+  shutil.move(os.path.join(image_folder, "test"), tmp_path / "valid")
+  with pytest.raises(DatasetError, match=r"split 'test' of image folder .* has no images "
+                     r"\(its folders: train\)\..*--config.eval_split="):
+    load_classification_data(tiny_config(image_folder))
+
+
 def test_unknown_tfds_name_suggests_close_names():
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(DatasetError, match="unknown TFDS dataset 'cifar1O'.*cifar10"):
@@ -189,3 +212,15 @@ def test_gan_images_from_tfds_are_resized_and_cropped(tmp_path):
     images = load_gan_images(tiny_wgan_config("cifar10", image_size=16,
                                               tfds_data_dir=str(tmp_path)))
   assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_workdir(tmp_path):
+  from jaxgan import experiment
+  workdir, missing = tmp_path / "runs" / "typo", str(tmp_path / "no_such_folder")
+  with pytest.raises(DatasetError, match="does not exist"):
+    experiment.train_and_evaluate(tiny_config(missing), str(workdir))
+  assert not workdir.exists() and (tmp_path / "runs").is_dir()
+  workdir.mkdir()  # a folder the user made is theirs: kept
+  with pytest.raises(DatasetError, match="does not exist"):
+    experiment.train_and_evaluate(tiny_config(missing), str(workdir))
+  assert workdir.is_dir()

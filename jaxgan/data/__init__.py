@@ -118,10 +118,26 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   data = {s: fixed_subset(*data[s], subsets.get(s, -1)) for s in splits}
   for s, (images, labels) in data.items():
     if len(images) == 0:
-      raise DatasetError(f"split {s!r} of {source} has no examples for process {pi}.")
+      raise _empty_split(s, source, dataset, "eval_split" if s == eval_split else "train_split")
     if labels.max(initial=0) >= len(class_names) or labels.min(initial=0) < 0:
       raise DatasetError(f"split {s!r} of {source} has labels outside [0, {len(class_names)}).")
   return ClassificationData(class_names, data, source)
+
+
+def _empty_split(split: str, source: str, dataset: str, field: str) -> DatasetError:
+  """The error for a split with no images: the folder lacks it, or (multi-host) this
+  process's share of it is empty."""
+  if jax.process_count() > 1:
+    return DatasetError(f"split {split!r} of {source} has no examples for process "
+                        f"{jax.process_index()} of {jax.process_count()}: it needs at least "
+                        "one image per process.")
+  found = ""
+  if os.path.isdir(dataset):
+    folders = sorted(d for d in os.listdir(dataset) if os.path.isdir(os.path.join(dataset, d)))
+    found = f" (its folders: {', '.join(folders) or 'none'})"
+  return DatasetError(f"split {split!r} of {source} has no images{found}. If the dataset "
+                      f"names it differently, set --config.{field}=<that split's folder>, "
+                      f"e.g. --config.{field}=valid.")
 
 
 def _labelled(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

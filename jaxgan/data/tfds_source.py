@@ -72,12 +72,40 @@ def _dataset(name: str, split: str, data_dir: str | None, download: bool):
     if not _internet_reachable():
       raise DatasetError(f"TFDS dataset {name!r} is not prepared in {b.data_dir} and "
                          f"the internet cannot be reached to download it. {_LOCAL_COPY_HELP}")
-    b.download_and_prepare()
+    _download(b, name)
     ds = b.as_dataset(split=split)
   except ValueError as e:
     raise DatasetError(f"TFDS dataset {name!r} has no split {split!r} "
-                       f"(splits: {list(b.info.splits)}): {e}") from e
+                       f"(splits: {list(b.info.splits)}): {e}. Name the split to use with "
+                       "--config.train_split / --config.eval_split.") from e
   return ds
+
+
+# What the well-known failures of TFDS downloads look like, and what to do about each.
+_DOWNLOAD_HINTS = (
+    (("quota", "too many users", "drive.google"),
+     "Its files are hosted on Google Drive, which refuses downloads of much-requested files "
+     "for a day or so (CelebA is the usual case): try again later, or download the files "
+     "by hand into <tfds data dir>/downloads/manual."),
+    (("manual", "manual_dir"),
+     "This dataset must be downloaded by hand (see its TFDS catalog page) into "
+     "<tfds data dir>/downloads/manual."),
+)
+
+
+def _download(b, name: str) -> None:
+  """`b.download_and_prepare()`, where a failure is one paragraph naming the dataset, the
+  reason and the local alternatives, not a traceback from inside TFDS."""
+  try:
+    b.download_and_prepare()
+  except (KeyboardInterrupt, SystemExit):
+    raise
+  except Exception as e:  # network, HTTP, checksum, quota, disk: TFDS raises many kinds
+    reason = " ".join(str(e).split())[:400] or type(e).__name__
+    hint = next((h for keys, h in _DOWNLOAD_HINTS if any(k in reason.lower() for k in keys)), "")
+    raise DatasetError(f"could not download or prepare the TFDS dataset {name!r} into "
+                       f"{b.data_dir} ({type(e).__name__}: {reason}). {hint} "
+                       f"{_LOCAL_COPY_HELP}".replace("  ", " ")) from e
 
 
 def load_split(name: str, split: str, data_dir: str | None = None, download: bool = True,
