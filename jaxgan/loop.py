@@ -20,21 +20,25 @@ from jaxgan import parallel
 from jaxgan.checkpoint import Checkpointer
 from jaxgan.errors import ConfigError, Interrupted, NonFiniteLossError, WorkdirError
 from jaxgan.signals import StopSignals
-from jaxgan.workdir import check_resumable, save_config
-from jaxgan.writers import MetricWriter, progress_bar
+from jaxgan.workdir import check_resumable, library_versions, save_config
+from jaxgan.writers import MetricWriter, TrainingProgress, compact, duration
 
 PyTree = Any
 # Metrics reported at their latest value rather than averaged over a log interval.
 LATEST_VALUE_METRICS = ("lr", "momentum")
 NONFINITE_POLICIES = ("stop", "skip")
 MAX_STEPS = 2**31 - 1  # the training state's step counter is an int32
+# How the console names a task's throughput unit, where its metric name is not what users count.
+DISPLAY_UNITS = {"gen_iters": "iters"}
+
+
 class Task:
   """What a model family provides to `run`. See `jaxgan.classifier` for one.
 
   Attributes: `steps_per_epoch`, `num_epochs`; throughput is reported as
   `<throughput_unit>_per_s`, counting `units_per_step` per step; the progress
-  bar shows `progress_keys`. The state is a pytree with integer `step` and
-  PRNG key `rng` fields. `donate_state`: the step reuses the old state's
+  bar shows `progress_keys` and `progress_note`. The state is a pytree with
+  integer `step` and PRNG key `rng` fields. `donate_state`: the step reuses the old state's
   device memory for the new one. That also keeps the state at the same device
   addresses from step to step, so XLA need not patch the CUDA graphs that read
   it before each launch; with conv kernels stored as cuDNN computes their
@@ -124,6 +128,11 @@ class Task:
     """JSON-able facts saved with each checkpoint (e.g. data statistics)."""
     return {}
 
+  def progress_note(self, step: int) -> str:
+    """Shown beside the epoch while step `step` (0-based) runs, when it is unusually slow
+    (e.g. "critic warm-up 3/25"); empty otherwise."""
+    return ""
+
   def describe(self) -> str:
     return type(self).__name__
 
@@ -193,6 +202,43 @@ def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer,
                            f"{where}. {fix}")
 
 
+# Compile spans (start, end) that jax.monitoring reports while the first step runs; None between.
+_compile_spans: list | None = None
+_listening = False
+
+
+def _on_time_span(event: str, start: float, end: float, **_) -> None:
+  if _compile_spans is not None and event.startswith("/jax/core/compile/"):
+    _compile_spans.append((start, end))
+
+
+def _start_compile_clock() -> None:
+  global _compile_spans, _listening
+  if not _listening:
+    jax.monitoring.register_event_time_span_listener(_on_time_span)
+    _listening = True
+  _compile_spans = []
+
+
+def _stop_compile_clock() -> float:
+  """Seconds spent compiling (tracing, lowering, XLA, or reading the compilation cache) since
+  `_start_compile_clock`: the union of the spans, as a jit traced inside another's trace
+  reports a span within the outer one."""
+  global _compile_spans
+  spans, _compile_spans = sorted(_compile_spans or []), None
+  return union_seconds(spans)
+
+
+def union_seconds(spans) -> float:
+  """Length of the union of sorted (start, end) intervals."""
+  total, reached = 0.0, -math.inf
+  for start, end in spans:
+    if end > reached:
+      total += end - max(start, reached)
+      reached = end
+  return total
+
+
 def run(task: Task, config, workdir: str, devices) -> dict:
   """Train `task` to `config.num_epochs` (capped by `config.num_train_steps`).
 
@@ -243,6 +289,11 @@ class _Training:
     # Without an accelerator the steps queued ahead of Python run one after another on the
     # same cores: a short queue keeps a stop request from waiting behind many of them.
     self.max_queued = 2 if devices[0].platform == "cpu" else None
+    self.compiled_at = self.t_compiled = None  # the step after which throughput is measured
+    self.unit = DISPLAY_UNITS.get(task.throughput_unit, task.throughput_unit)
+    self.progress = TrainingProgress(self.stop, task.steps_per_epoch, self.unit,
+                                     task.units_per_step, config.get("progress_bar", True),
+                                     self.main)
 
   def restore(self) -> None:
     """The state to start from: the newest intact checkpoint, else a fresh one."""
@@ -270,7 +321,8 @@ class _Training:
     try:
       save_config(self.config, self.workdir)
     except OSError as e:
-      raise WorkdirError(f"cannot write {self.workdir}/config.json: {e.strerror or e}. "
+      where = e.filename or f"{self.workdir}/config.json"
+      raise WorkdirError(f"cannot write {where}: {e.strerror or e}. "
                          f"{self.ckpt.describe_kept().capitalize()}. Free disk space (or fix "
                          "the permissions) and run the same command again.") from e
     if self.main:
@@ -279,6 +331,11 @@ class _Training:
             f"{task.total_steps} ({task.steps_per_epoch} per epoch) on {len(d)} x "
             f"{d[0].device_kind} x {jax.process_count()} process(es); workdir {self.workdir}",
             flush=True)
+    # TensorBoard's text tab: what trained from this step on (a resumed run adds its own).
+    config_json = self.config.to_json_best_effort(indent=2, sort_keys=True)
+    self.writer.write_text(self.start, "run/config", f"```\n{config_json}\n```")
+    table = "".join(f"| {k} | {v} |\n" for k, v in library_versions().items())
+    self.writer.write_text(self.start, "run/versions", "| library | version |\n|---|---|\n" + table)
 
   def save(self) -> None:
     task, step = self.task, self.step
@@ -295,6 +352,10 @@ class _Training:
     self.state = parallel.replicate(self.state, self.devices)
     if jax.process_count() == 1:  # several hosts agree on where to stop at step boundaries
       self.task.stop_requested = lambda: self.signals.received is not None
+    self.t_start = time.perf_counter()
+    if self.start < self.stop:
+      self.progress.write("compiling the train step ...")
+      _start_compile_clock()
     with self.signals:
       while self.step < self.stop and not self.stopping:
         self.epoch(p_step)
@@ -311,43 +372,72 @@ class _Training:
       print(f"{self.skipped_total} update(s) skipped for non-finite values "
             "(--config.on_nonfinite=skip)", flush=True)
     self.result["step"] = self.step
+    if self.main and not self.result["eval"]:  # train.py prints a final evaluation itself
+      print(self.summary(), flush=True)
     return self.result
+
+  def summary(self) -> str:
+    """The final line of a run without evaluation metrics (a GAN's)."""
+    text = f"done: step {self.step} of {self.stop}"
+    if self.start >= self.stop:
+      return text + ", nothing left to train"
+    text += f", {duration(time.perf_counter() - self.t_start)}"
+    timed = self.step - (self.compiled_at or self.step)  # the compiling first step left out
+    if timed > 0:
+      rate = timed * self.task.units_per_step / (time.perf_counter() - self.t_compiled)
+      text += f", {compact(rate)} {self.unit}/s"
+    shown = self.shown(self.result["train"])
+    if shown:
+      text += "; last " + " ".join(f"{k} {compact(v)}" for k, v in shown.items())
+    return text
 
   def epoch(self, p_step) -> None:
     """Steps to the end of the current epoch (or the stop), logging as due."""
     task, config = self.task, self.config
     epoch, pos = divmod(self.step, task.steps_per_epoch)
     epoch_end = min((epoch + 1) * task.steps_per_epoch, self.stop)
-    bar = progress_bar(task.steps_per_epoch, f"epoch {epoch + 1}/{task.num_epochs}",
-                       initial=pos, enabled=config.get("progress_bar", True))
+    self.progress.start_epoch(self.step, task.progress_note(self.step))
     self.history, self.interval_start, self.t0 = [], self.step, time.perf_counter()
     while self.step < epoch_end:
       self.state, metrics = p_step(self.state, task.train_batch(self.step))
       if metrics is None:  # stopped inside the step; its progress is in checkpoint_meta
         self.partial = self.stopping = True
       else:
-        self.stepped(metrics, bar)
+        self.stepped(metrics)
       if (is_due(self.step, config.log_every_steps, epoch_end) or self.stopping) and self.history:
-        self.log_interval(bar)
+        self.log_interval()
       if not self.partial and is_due(self.step, config.get("sample_every_steps", 0), self.stop):
         task.periodic_outputs(self.state, self.step, self.writer)
       if self.stopping:
         break
-    bar.close()
+    self.progress.end_epoch()
 
-  def stepped(self, metrics, bar) -> None:
+  def stepped(self, metrics) -> None:
     self.history.append(metrics)
     self.step += 1
-    bar.update(1)
     if self.max_queued and len(self.history) > self.max_queued:
       jax.block_until_ready(self.history[-1 - self.max_queued])
     if self.step == self.start + 1:  # the first step compiles: time it apart from throughput
       jax.block_until_ready(metrics)
-      self.writer.write(self.step, "train", {"compile_s": time.perf_counter() - self.t0})
-      self.interval_start, self.t0 = self.step, time.perf_counter()
+      self.first_step_done()
+    self.progress.advance(self.step, self.task.progress_note(self.step))
     self.stopping = self.signals.requested(self.step, self.config.log_every_steps)
 
-  def log_interval(self, bar) -> None:
+  def shown(self, train: dict) -> dict:
+    """The metrics the console shows, in the task's order."""
+    return {k: train[k] for k in (*self.task.progress_keys, "skipped") if k in train}
+
+  def first_step_done(self) -> None:
+    first = time.perf_counter() - self.t0
+    compiling = _stop_compile_clock()
+    self.writer.write(self.step, "train", {"compile_s": first})
+    self.progress.write(f"compiled in {compiling:.1f} s (the first step took {first:.1f} s "
+                        "in all)")
+    self.interval_start, self.t0 = self.step, time.perf_counter()
+    self.compiled_at, self.t_compiled = self.step, self.t0
+    self.progress.compiled(self.step)
+
+  def log_interval(self) -> None:
     """Average the interval's metrics (one device fetch), fail on a non-finite one, log."""
     step, history, task = self.step, self.history, self.task
     train, bad = _summarize(history, self.skip)
@@ -363,8 +453,7 @@ class _Training:
                                 / (time.perf_counter() - self.t0))
     self.writer.write(step, "train", train, epoch=step / task.steps_per_epoch)
     self.ckpt.poll()  # a background save that failed stops the run now, naming its step
-    bar.set_postfix({k: f"{v:.4g}" for k, v in train.items()
-                     if k in (*task.progress_keys, self.throughput, "skipped")})
+    self.progress.metrics(self.shown(train), train.get(self.throughput))
     self.result["train"] = train
     self.history, self.interval_start, self.t0 = [], step, time.perf_counter()
 

@@ -171,6 +171,12 @@ class WGANTask(Task):
                       d_params=d["params"], d_stats=d.get("batch_stats", {}),
                       d_opt=self.d_tx.init(d["params"]), rng=rng)
 
+  def progress_note(self, step):
+    """The first `critic_warmup_iters` iterations run `critic_iters_boost` critic steps each
+    (minutes on a CPU): named while they last."""
+    warm = self.config.critic_warmup_iters
+    return f"critic warm-up {step + 1}/{warm}" if step < warm else ""
+
   def describe(self):
     c = self.config
     return (f"{'WGAN-GP' if self.gp else 'WGAN'} {c.image_size}x{c.image_size} on {c.dataset} "

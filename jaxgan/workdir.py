@@ -132,12 +132,43 @@ def check_same_config_on_all_hosts(config) -> None:
                       f"{', '.join(sorted(HOST_LOCAL_FIELDS))} may differ).")
 
 
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def library_versions() -> dict:
+  """The versions a run trains with: Python, jaxgan and the libraries its numbers depend on."""
+  import importlib.metadata
+  import platform
+  import jaxgan
+  versions = {"python": platform.python_version(), "jaxgan": jaxgan.__version__}
+  for name in VERSIONED:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = "not installed"
+  return versions
+
+
+def _write_atomically(path: str, text: str) -> None:
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
 def save_config(config, workdir: str) -> None:
+  """`config.json`, and the library versions in `versions.json` beside it (rewritten by each
+  run in the workdir, a resumed one too).
+
+  The versions are a sibling file rather than a key of config.json: config.json is read back
+  as the config itself, compared field by field on resume (`config_differences`) and
+  type-checked field by field by evaluate.py's and translate.py's readers
+  (`experiment._check_saved_types`); a key that is no config field would reach all of them.
+  """
   if jax.process_index() == 0:
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
+    _write_atomically(os.path.join(workdir, "config.json"),
+                      config.to_json_best_effort(indent=2, sort_keys=True))
+    _write_atomically(os.path.join(workdir, "versions.json"),
+                      json.dumps(library_versions(), indent=2) + "\n")
 
 
 def read_saved_config(workdir: str) -> dict | None:
