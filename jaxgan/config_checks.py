@@ -3,7 +3,7 @@ model family uses for its own fields (`validate(config)` in its module).
 
 Every message names the field, the allowed values and what was given.
 """
-from jaxgan.data import LABELS
+from jaxgan.data import LABELS, DataFields
 from jaxgan.errors import ConfigError
 from jaxgan.loop import skips_nonfinite
 from jaxgan.models.layers import COMPUTE_DTYPES
@@ -80,12 +80,12 @@ def validate_run_fields(config, num_devices_total: int) -> None:
   check(config.dtype in COMPUTE_DTYPES,
         f"--config.dtype={config.dtype!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}")
   skips_nonfinite(config)  # a bad on_nonfinite value fails here, before any data is read
-  check(config.get("bad_images", "skip") in ("skip", "stop"),
-        f"--config.bad_images={config.get('bad_images')!r}: use 'skip' (warn with a count) or "
+  data = DataFields.of(config)
+  check(data.bad_images in ("skip", "stop"),
+        f"--config.bad_images={data.bad_images!r}: use 'skip' (warn with a count) or "
         "'stop' (refuse a folder with unreadable files)")
-  check(config.get("labels", "folders") in LABELS,
-        f"--config.labels={config.get('labels')!r}: use one of {LABELS}")
-  if config.get("labels") == "domains":
+  check(data.labels in LABELS, f"--config.labels={data.labels!r}: use one of {LABELS}")
+  if data.labels == "domains":
     check(len(config.train_splits) == 2 and len(config.test_splits) == 2,
           "--config.train_splits and --config.test_splits each name the two domains, e.g. "
           "('trainA', 'trainB') and ('testA', 'testB')")

@@ -2,14 +2,28 @@
 checkpoints, failure policy."""
 
 
+# The data fields and their defaults. The data layer (jaxgan.data.DataFields) reads a
+# config through them, so a config without some of them (an older workdir's, or one built
+# by hand) reads as these values.
+DATA_DEFAULTS = {
+    "tfds_data_dir": "",  # "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
+    "download": True,  # let TFDS download a dataset that is not prepared yet
+    "cache_dir": "",  # decoded image-folder cache; "" = ~/.cache/jaxgan, "none" = off
+    "bad_images": "skip",  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+    # Set by the recipes that need other values:
+    "train_split": "train", "eval_split": "test",
+    "train_subset": -1, "eval_subset": -1,  # the first N of a fixed shuffle; -1 = all
+    "held_out": 0,  # images of a folder without a test split kept out of training
+    "labels": "folders",  # classifier classes: "folders", "domains" or "upright"
+}
+
+
 def add_data_fields(config, dataset: str):
   """Where the images come from: `dataset` is a TFDS name, an image folder or a tar archive
   of one (each family's recipe says which layouts it reads)."""
   config.dataset = dataset
-  config.tfds_data_dir = ""  # "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets)
-  config.download = True  # let TFDS download a dataset that is not prepared yet
-  config.cache_dir = ""  # decoded image-folder cache; "" = ~/.cache/jaxgan, "none" = off
-  config.bad_images = "skip"  # unreadable files in a folder: "skip" (warn with a count) or "stop"
+  for field in ("tfds_data_dir", "download", "cache_dir", "bad_images"):
+    config[field] = DATA_DEFAULTS[field]
   return config
 
 

@@ -34,6 +34,34 @@ class ClassificationData:
 LABELS = ("folders", "domains", "upright")
 
 
+@dataclasses.dataclass(frozen=True)
+class DataFields:
+  """The data fields of a config, each its default (`configs.common.DATA_DEFAULTS`) where
+  the config lacks it; `cache` is None when caching is off, `tfds_data_dir` None for TFDS's
+  own."""
+  train_split: str
+  eval_split: str
+  train_subset: int
+  eval_subset: int
+  held_out: int
+  labels: str
+  cache: str | None
+  bad_images: str
+  tfds_data_dir: str | None
+  download: bool
+
+  @classmethod
+  def of(cls, config) -> "DataFields":
+    from jaxgan.configs.common import DATA_DEFAULTS
+    get = lambda field: config.get(field, DATA_DEFAULTS[field])
+    return cls(train_split=get("train_split"), eval_split=get("eval_split"),
+               train_subset=get("train_subset"), eval_subset=get("eval_subset"),
+               held_out=get("held_out"), labels=get("labels"),
+               cache=None if get("cache_dir") == "none" else get("cache_dir"),
+               bad_images=get("bad_images"), tfds_data_dir=get("tfds_data_dir") or None,
+               download=get("download"))
+
+
 def is_path(dataset: str) -> bool:
   """Whether a dataset string names a folder/archive rather than a TFDS dataset.
 
@@ -75,9 +103,10 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   every image of an unlabelled set as it is and turned upside down (see
   `upright_classes`).
   """
-  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  f = DataFields.of(config)
+  train_split, eval_split = f.train_split, f.eval_split
   splits = list(splits or (train_split, eval_split))
-  labels = config.get("labels", "folders")
+  labels = f.labels
   if labels not in LABELS:
     raise ConfigError(f"--config.labels={labels!r}: use one of {LABELS}")
   if labels == "domains":
@@ -90,31 +119,27 @@ def load_classification_data(config, splits: Sequence[str] | None = None) -> Cla
   pi, pc = jax.process_index(), jax.process_count()
   if dataset == "fake":
     data = {s: fake_split(config.image_size, n) for s, n in
-            ((train_split, config.get("train_subset", -1)), (eval_split, config.get("eval_subset", -1)))
+            ((train_split, f.train_subset), (eval_split, f.eval_subset))
             if s in splits}
     return ClassificationData([str(i) for i in range(10)], data, "fake data (random pixels)")
   if is_path(dataset):
     from jaxgan.data.folder import read_image_folder
-    cache = config.get("cache_dir", "")
     # The folder's own split names are read; `train_split`/`eval_split` name them.
     raw = read_image_folder(dataset, config.image_size, [train_split, eval_split],
-                            cache_dir=None if cache == "none" else cache,
-                            bad_images=config.get("bad_images", "skip"))
+                            cache_dir=f.cache, bad_images=f.bad_images)
     class_names = raw["class_names"]
     data = {s: tuple(a[pi::pc] for a in raw[s]) for s in splits}
     source = f"image folder {dataset}"
   else:
     from jaxgan.data import tfds_source
-    data_dir = config.get("tfds_data_dir", "") or None
-    download = config.get("download", True)
-    data = {s: tfds_source.load_split(dataset, s, data_dir, download) for s in splits}
-    class_names = tfds_source.class_names(dataset, data_dir)
+    data = {s: tfds_source.load_split(dataset, s, f.tfds_data_dir, f.download) for s in splits}
+    class_names = tfds_source.class_names(dataset, f.tfds_data_dir)
     source = f"TFDS {dataset}"
     for s, (images, _) in data.items():
       if images.shape[1:3] != (config.image_size, config.image_size):
         raise DatasetError(f"TFDS {dataset} split {s} has {images.shape[1]}x{images.shape[2]} "
                            f"images but config.image_size={config.image_size}; set it to match.")
-  subsets = {train_split: config.get("train_subset", -1), eval_split: config.get("eval_subset", -1)}
+  subsets = {train_split: f.train_subset, eval_split: f.eval_subset}
   data = {s: fixed_subset(*data[s], subsets.get(s, -1)) for s in splits}
   for s, (images, labels) in data.items():
     if len(images) == 0:
@@ -156,7 +181,8 @@ def domain_classes(config, splits: Sequence[str]) -> ClassificationData:
   holds `config.held_out` images of each domain (at most a tenth) out of
   training instead.
   """
-  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  f = DataFields.of(config)
+  train_split, eval_split = f.train_split, f.eval_split
   sized = config.copy_and_resolve_references()
   with sized.unlocked():
     sized.load_size = config.image_size
@@ -179,7 +205,7 @@ def domain_classes(config, splits: Sequence[str]) -> ClassificationData:
     if test is None:
       test = load_domains(whole, config.train_splits, "held_out")
       which = f"{len(test[0])} + {len(test[1])} images held out of training"
-    data[eval_split] = fixed_subset(*_labelled(list(test)), config.get("eval_subset", -1))
+    data[eval_split] = fixed_subset(*_labelled(list(test)), f.eval_subset)
   names = "/".join(config.train_splits) if "," not in str(config.dataset) else "<A>,<B>"
   source = f"domains A and B ({names}) of {config.dataset}, tested on {which}"
   return ClassificationData(["A", "B"], data, source)
@@ -196,13 +222,13 @@ def upright_classes(config, splits: Sequence[str]) -> ClassificationData:
   are the GAN's (`load_gan_split`): a flat folder's held-out images are never
   trained on here either.
   """
-  train_split, eval_split = config.get("train_split", "train"), config.get("eval_split", "test")
+  eval_split = DataFields.of(config).eval_split
   data, which = {}, {}
   for split in splits:
     images, which[split] = load_gan_split(config, split)
     if split == eval_split:
       images = fixed_subset(images, np.zeros(len(images), np.int32),
-                            config.get("eval_subset", -1))[0]
+                            DataFields.of(config).eval_subset)[0]
     data[split] = _labelled([images, images[:, ::-1, ::-1]])
   source = (f"{config.dataset} upright vs upside down"
             + (f", tested on {which[eval_split]}" if eval_split in which else ""))
@@ -237,13 +263,13 @@ def load_gan_split(config, split: str | None = None) -> tuple[np.ndarray, str]:
   tenth), the first of a fixed shuffle, which training never sees. `config.train_subset`
   keeps the first N training images of a fixed shuffle.
   """
-  dataset, size = str(config.dataset), config.image_size
-  train_split = config.get("train_split", "train")
+  dataset, size, f = str(config.dataset), config.image_size, DataFields.of(config)
+  train_split = f.train_split
   split = split or train_split
   held_out = split != train_split
   pi, pc = jax.process_index(), jax.process_count()
   if dataset == "fake":
-    images = fake_split(size, 1000 if held_out else config.get("train_subset", -1),
+    images = fake_split(size, 1000 if held_out else f.train_subset,
                         seed=int(held_out))[0]
     which = "random pixels"
   elif is_path(dataset):
@@ -251,12 +277,10 @@ def load_gan_split(config, split: str | None = None) -> tuple[np.ndarray, str]:
     images = images[pi::pc]
   else:
     from jaxgan.data import tfds_source
-    images = tfds_source.load_images(dataset, split, size, config.get("tfds_data_dir", "") or None,
-                                     config.get("download", True))
+    images = tfds_source.load_images(dataset, split, size, f.tfds_data_dir, f.download)
     which = f"TFDS split {split}"
   if not held_out:
-    images = fixed_subset(images, np.zeros(len(images), np.int32),
-                          config.get("train_subset", -1))[0]
+    images = fixed_subset(images, np.zeros(len(images), np.int32), f.train_subset)[0]
   if len(images) == 0:
     raise DatasetError(f"{dataset} has no {split} images for process {pi}.")
   return images, which
@@ -265,9 +289,8 @@ def load_gan_split(config, split: str | None = None) -> tuple[np.ndarray, str]:
 def _folder_split(config, dataset: str, split: str, held_out: bool) -> tuple[np.ndarray, str]:
   """All images of one split of a folder or archive (every process's share), and which."""
   from jaxgan.data.folder import read_images, read_images_and_layout
-  cache = config.get("cache_dir", "")
-  cache = None if cache == "none" else cache
-  bad, train_split = config.get("bad_images", "skip"), config.get("train_split", "train")
+  f = DataFields.of(config)
+  cache, bad, train_split = f.cache, f.bad_images, f.train_split
   images, has_train = read_images_and_layout(dataset, config.image_size, train_split, cache,
                                              bad_images=bad)
   if has_train:
@@ -275,12 +298,12 @@ def _folder_split(config, dataset: str, split: str, held_out: bool) -> tuple[np.
       return images, f"the {train_split}/ folder"
     return (read_images(dataset, config.image_size, split, cache, require_subdir=True,
                         bad_images=bad), f"the {split}/ folder")
-  train, held = hold_out(len(images), config.get("held_out", 0))
+  train, held = hold_out(len(images), f.held_out)
   k = len(held)
   if not k:
     if held_out:
       raise DatasetError(f"{dataset} has no {split}/ folder and no images were held out of "
-                         f"training (--config.held_out={config.get('held_out', 0)}, at most a "
+                         f"training (--config.held_out={f.held_out}, at most a "
                          f"tenth of its {len(images)} images); set --config.held_out and train "
                          "afresh, or pass a folder with held-out images as --dataset.")
     return images, f"all {len(images)} images (none held out)"
@@ -309,10 +332,8 @@ def load_domains(config, splits: Sequence[str], part: str | None = None
   """
   dataset, size = str(config.dataset).strip(), config.load_size
   pi, pc = jax.process_index(), jax.process_count()
-  cache = config.get("cache_dir", "")
-  cache = None if cache == "none" else cache
-  subset = config.get("train_subset", -1)
-  bad = config.get("bad_images", "skip")
+  f = DataFields.of(config)
+  cache, subset, bad = f.cache, f.train_subset, f.bad_images
   if not dataset:
     raise DatasetError("--config.dataset is empty: give a TFDS name (e.g. cycle_gan/horse2zebra),"
                        " a folder with trainA/ and trainB/, or two folders as <A>,<B>.")
@@ -333,7 +354,7 @@ def load_domains(config, splits: Sequence[str], part: str | None = None
   else:
     from jaxgan.data import tfds_source
     domains = [_domain_part(tfds_source.load_images(
-        dataset, s, size, config.get("tfds_data_dir", "") or None, config.get("download", True)),
+        dataset, s, size, f.tfds_data_dir, f.download),
         config, part) for s in splits]
   domains = [fixed_subset(d, np.zeros(len(d), np.int32), subset)[0] for d in domains]
   for name, d in zip(splits, domains):
@@ -346,9 +367,10 @@ def _domain_part(images: np.ndarray, config, part: str | None) -> np.ndarray:
   """All images of a domain (part None), or those for training or held out of it."""
   if part is None:
     return images
-  train, held = hold_out(len(images), config.get("held_out", 0))
+  held_out = DataFields.of(config).held_out
+  train, held = hold_out(len(images), held_out)
   if not len(held):
     raise DatasetError(f"a domain of {len(images)} images of {config.dataset} has no test split "
-                       f"and none held out (--config.held_out={config.get('held_out', 0)}, at "
+                       f"and none held out (--config.held_out={held_out}, at "
                        "most a tenth); set --config.held_out or give a dataset with test folders.")
   return images[held if part == "held_out" else train]
