@@ -202,43 +202,6 @@ def _raise_non_finite(name: str, value: float, step: int, ckpt: Checkpointer,
                            f"{where}. {fix}")
 
 
-# Compile spans (start, end) that jax.monitoring reports while the first step runs; None between.
-_compile_spans: list | None = None
-_listening = False
-
-
-def _on_time_span(event: str, start: float, end: float, **_) -> None:
-  if _compile_spans is not None and event.startswith("/jax/core/compile/"):
-    _compile_spans.append((start, end))
-
-
-def _start_compile_clock() -> None:
-  global _compile_spans, _listening
-  if not _listening:
-    jax.monitoring.register_event_time_span_listener(_on_time_span)
-    _listening = True
-  _compile_spans = []
-
-
-def _stop_compile_clock() -> float:
-  """Seconds spent compiling (tracing, lowering, XLA, or reading the compilation cache) since
-  `_start_compile_clock`: the union of the spans, as a jit traced inside another's trace
-  reports a span within the outer one."""
-  global _compile_spans
-  spans, _compile_spans = sorted(_compile_spans or []), None
-  return union_seconds(spans)
-
-
-def union_seconds(spans) -> float:
-  """Length of the union of sorted (start, end) intervals."""
-  total, reached = 0.0, -math.inf
-  for start, end in spans:
-    if end > reached:
-      total += end - max(start, reached)
-      reached = end
-  return total
-
-
 def run(task: Task, config, workdir: str, devices) -> dict:
   """Train `task` to `config.num_epochs` (capped by `config.num_train_steps`).
 
@@ -355,8 +318,7 @@ class _Training:
     self.t_start = time.perf_counter()
     if self.start < self.stop:
       self.progress.write("compiling the train step ...")
-      _start_compile_clock()
-    with self.signals:
+    with self.signals, parallel.CompileTime() as self.compiling:  # read after the first step
       while self.step < self.stop and not self.stopping:
         self.epoch(p_step)
         if not self.stopping:
@@ -428,8 +390,7 @@ class _Training:
     return {k: train[k] for k in (*self.task.progress_keys, "skipped") if k in train}
 
   def first_step_done(self) -> None:
-    first = time.perf_counter() - self.t0
-    compiling = _stop_compile_clock()
+    first, compiling = time.perf_counter() - self.t0, self.compiling.seconds
     self.writer.write(self.step, "train", {"compile_s": first})
     self.progress.write(f"compiled in {compiling:.1f} s (the first step took {first:.1f} s "
                         "in all)")
