@@ -104,6 +104,7 @@ def test_config_and_versions_reach_tensorboard_and_the_workdir(wgan_run):
 def test_on_a_terminal_the_bars_end_where_the_run_ends(image_folder, tmp_path, monkeypatch,
                                                        capsys):
   monkeypatch.setattr(sys, "stderr", Terminal())  # 4 steps per epoch, 8 in all, capped at 6
+  monkeypatch.setenv("COLUMNS", "200")
   result = experiment.train_and_evaluate(
       tiny_config(image_folder, progress_bar=True, num_train_steps=6), str(tmp_path / "run"))
   bars = [frame for frame in sys.stderr.getvalue().split("\r") if frame.strip()]
